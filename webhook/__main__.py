@@ -1,0 +1,7 @@
+"""`python -m webhook` is `mlflow-webhook`."""
+
+import sys
+
+from webhook.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,1 @@
+"""The HTTP layer: aiohttp handlers, metrics, logs and the server's lifetime."""

@@ -1,0 +1,25 @@
+"""What `serve` needs beyond the mutation settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from webhook.core.settings import Settings
+
+# The API server caps objects at 3 MiB; an AdmissionReview carries the object and its envelope.
+DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class ServeConfig:
+    settings: Settings
+    host: str = "0.0.0.0"
+    port: int = 8443
+    cert_dir: Path = Path("certs")
+    self_signed: bool = False
+    service: str = "mlflow-webhook"
+    namespace: str = "mlflow-webhook"
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
+    cert_reload_seconds: float = 10.0
+    shutdown_timeout: float = 20.0

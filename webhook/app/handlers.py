@@ -1,0 +1,109 @@
+"""HTTP only: read the body, hand the review to the core, write its answer."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from webhook.app.config import ServeConfig
+from webhook.app.metrics import CONTENT_TYPE, Metrics
+from webhook.core.reviews import BadReview, admit, parse
+
+log = logging.getLogger("webhook.admission")
+
+
+@dataclass
+class State:
+    config: ServeConfig
+    metrics: Metrics = field(default_factory=Metrics)
+    ready: bool = False
+
+
+STATE = web.AppKey("state", State)
+
+
+def error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message, "status": status}, status=status)
+
+
+async def mutate(request: web.Request) -> web.Response:
+    state = request.app[STATE]
+    started = time.perf_counter()
+    try:
+        body = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        return _invalid(state, 413, f"body is larger than {state.config.max_body_bytes} bytes")
+    try:
+        review = orjson.loads(body)
+    except orjson.JSONDecodeError as exc:
+        return _invalid(state, 400, f"body is not JSON: {exc}")
+    try:
+        req = parse(review)
+    except BadReview as exc:
+        return _invalid(state, 400, str(exc))
+    result = admit(req, state.config.settings)
+    elapsed = time.perf_counter() - started
+    state.metrics.admissions.labels(result.outcome, result.reason).inc()
+    state.metrics.latency.observe(elapsed)
+    fields: dict[str, Any] = {
+        "uid": result.uid,
+        "namespace": result.namespace,
+        "pod": result.pod,
+        "operation": req.get("operation"),
+        "outcome": result.outcome,
+        "reason": result.reason,
+        "dry_run": result.dry_run,
+        "patch_ops": len(result.patch),
+        "duration_ms": round(elapsed * 1000, 3),
+    }
+    if result.warnings:
+        fields["warnings"] = result.warnings
+    if result.outcome == "error":
+        log.error("admission failed; Pod admitted unchanged: %s", result.error, extra=fields)
+    else:
+        log.info("admission", extra=fields)
+    return web.Response(body=orjson.dumps(result.response), content_type="application/json")
+
+
+def _invalid(state: State, status: int, message: str) -> web.Response:
+    state.metrics.admissions.labels("invalid", str(status)).inc()
+    log.warning("rejected request: %s", message, extra={"status": status})
+    return error(status, message)
+
+
+async def healthz(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def readyz(request: web.Request) -> web.Response:
+    if request.app[STATE].ready:
+        return web.json_response({"status": "ready"})
+    return web.json_response({"status": "not ready"}, status=503)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    body = request.app[STATE].metrics.render()
+    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Every answer has a JSON body: unknown paths and methods too, and nothing is a bare 500."""
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
+        response = error(exc.status, exc.reason)
+        response.headers.update(headers)
+        return response
+    except Exception:
+        log.exception("unexpected error serving %s %s", request.method, request.path)
+        return error(500, "internal error")

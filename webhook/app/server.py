@@ -1,0 +1,107 @@
+"""The app factory and the server's lifetime: TLS, certificate reloads, graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from webhook.app import handlers
+from webhook.app.config import ServeConfig
+from webhook.app.handlers import STATE, State
+from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
+from webhook.tls.context import ReloadingContext
+
+log = logging.getLogger("webhook.server")
+TLS = web.AppKey("tls", ReloadingContext)
+
+
+def create_app(config: ServeConfig) -> web.Application:
+    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[handlers.json_errors])
+    app[STATE] = State(config)
+    _ensure_certs(config)
+    app[TLS] = ReloadingContext(config.cert_dir)
+    app.router.add_post("/mutate", handlers.mutate)
+    app.router.add_get("/healthz", handlers.healthz)
+    app.router.add_get("/readyz", handlers.readyz)
+    app.router.add_get("/metrics", handlers.metrics)
+    app.cleanup_ctx.append(_certificates)
+    return app
+
+
+def _ensure_certs(config: ServeConfig) -> None:
+    if not config.self_signed:
+        return
+    names = service_names(config.service, config.namespace) + list(LOCAL_NAMES)
+    written = ensure_self_signed(config.cert_dir, names, list(LOCAL_IPS))
+    if written:
+        log.info(
+            "wrote self-signed certificates", extra={"files": written, "dir": str(config.cert_dir)}
+        )
+
+
+async def _certificates(app: web.Application) -> AsyncIterator[None]:
+    """Load the pair now, then look for a rotated pair every few seconds."""
+    state = app[STATE]
+    config = state.config
+    tls = app[TLS]
+
+    def export() -> None:
+        if tls.expiry is not None:
+            state.metrics.cert_expiry.set(tls.expiry.timestamp())
+
+    async def watch() -> None:
+        while True:
+            await asyncio.sleep(config.cert_reload_seconds)
+            try:
+                _ensure_certs(config)
+                before = tls.generation
+                if not tls.reload():
+                    log.warning(
+                        "certificate files are missing or do not load; still serving the old pair"
+                    )
+                elif tls.generation != before:
+                    state.metrics.cert_reloads.inc()
+                    log.info("loaded a rotated certificate", extra={"not_after": str(tls.expiry)})
+                export()
+            except Exception:
+                log.exception("certificate check failed")
+
+    export()
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
+
+
+async def serve(config: ServeConfig) -> None:
+    """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
+    app = create_app(config)
+    tls = app[TLS]
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
+    await runner.setup()
+    site = web.TCPSite(runner, config.host, config.port, ssl_context=tls.context, backlog=1024)
+    await site.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    ports = sorted({address[1] for address in runner.addresses})
+    app[STATE].ready = True
+    log.info(
+        "serving",
+        extra={
+            "host": config.host,
+            "ports": ports,
+            "cert_dir": str(config.cert_dir),
+            "tracking_uri": config.settings.tracking.uri,
+            "credentials": config.settings.credentials,
+        },
+    )
+    await stop.wait()
+    app[STATE].ready = False
+    log.info("shutting down; finishing requests in flight")
+    await runner.cleanup()
+    log.info("stopped")

@@ -1,0 +1,1 @@
+"""The command line: `mlflow-webhook serve | inject | certs`."""

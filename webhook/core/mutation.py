@@ -1,0 +1,219 @@
+"""Targeted JSON Patch operations that give one opted-in Pod its MLflow wiring.
+
+The Pod is only read, never copied: every operation is built from what is missing,
+so fields this code does not know survive, and running it on its own output yields
+no operations at all.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from webhook.core.pointers import join
+from webhook.core.settings import (
+    TOKEN_AUDIENCE,
+    TOKEN_DIR,
+    TOKEN_EXPIRATION_SECONDS,
+    TOKEN_FILE,
+    TOKEN_VOLUME,
+    Settings,
+)
+
+Op = dict[str, Any]
+DEFAULT_SERVICE_ACCOUNTS = ("", "default")
+
+
+@dataclass(frozen=True)
+class Note:
+    """Something left alone, and why; kept in the status annotation."""
+
+    target: str
+    reason: str
+
+    def as_dict(self) -> dict[str, str]:
+        return {"target": self.target, "reason": self.reason}
+
+    def warning(self) -> str:
+        return f"mlflow-webhook: {self.target}: {self.reason}"
+
+
+@dataclass
+class Mutation:
+    patch: list[Op] = field(default_factory=list)
+    service_account: str = ""
+    injected: list[str] = field(default_factory=list)
+    notes: list[Note] = field(default_factory=list)
+    # Notes the Pod's status annotation did not hold yet: what a person should be shown now.
+    new_notes: list[Note] = field(default_factory=list)
+
+
+def wanted_env(settings: Settings, experiment: str | None) -> list[tuple[str, str]]:
+    env = [("MLFLOW_TRACKING_URI", settings.tracking.uri)]
+    if settings.tracking.region:
+        env += [("AWS_REGION", settings.tracking.region)]
+        env += [("AWS_DEFAULT_REGION", settings.tracking.region)]
+    if settings.credentials == "irsa" and settings.role_arn:
+        env += [("AWS_ROLE_ARN", settings.role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", TOKEN_FILE)]
+    if experiment:
+        env += [("MLFLOW_EXPERIMENT_NAME", experiment)]
+    return env
+
+
+def token_volume() -> dict[str, Any]:
+    source = {
+        "audience": TOKEN_AUDIENCE,
+        "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+        "path": "token",
+    }
+    return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
+
+
+def mutate(pod: dict[str, Any], settings: Settings) -> Mutation:
+    """Build the patch for an opted-in Pod or Pod template (anything with metadata and spec)."""
+    metadata = pod.get("metadata") or {}
+    annotations = metadata.get("annotations") or {}
+    spec = pod.get("spec") or {}
+    out = Mutation()
+    _service_account(spec, settings, out)
+    experiment = annotations.get(settings.experiment_key) or None
+    env = wanted_env(settings, experiment)
+    irsa = settings.credentials == "irsa"
+    wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
+    mounted = False
+    for list_name, kind in (("initContainers", "initContainer"), ("containers", "container")):
+        for index, container in enumerate(spec.get(list_name) or ()):
+            name = container.get("name", "")
+            if wanted is not None and name not in wanted:
+                continue
+            path = ("spec", list_name, index)
+            _container_env(container, path, f"{kind}/{name}", env, out)
+            if irsa:
+                mounted |= _container_mount(container, path, out)
+            out.injected.append(name)
+    if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
+        _append(out.patch, spec, ("spec",), "volumes", token_volume())
+    _status(pod, settings, out)
+    return out
+
+
+def _service_account(spec: dict[str, Any], settings: Settings, out: Mutation) -> None:
+    current = spec.get("serviceAccountName") or ""
+    target = out.service_account = settings.service_account
+    if current == target:
+        return
+    if current not in DEFAULT_SERVICE_ACCOUNTS:
+        if settings.service_account_policy == "keep":
+            out.notes.append(
+                Note(
+                    "serviceAccount",
+                    f"kept the Pod's ServiceAccount {current!r} instead of {target!r}; "
+                    "it needs the IAM access that MLflow tracking requires",
+                )
+            )
+            out.service_account = current
+            return
+        out.notes.append(Note("serviceAccount", f"replaced ServiceAccount {current!r}"))
+    out.patch.append({"op": "add", "path": "/spec/serviceAccountName", "value": target})
+    # The deprecated alias must agree, or the API server's validation rejects the Pod.
+    if "serviceAccount" in spec and spec["serviceAccount"] != target:
+        out.patch.append({"op": "add", "path": "/spec/serviceAccount", "value": target})
+
+
+def _wanted_containers(
+    raw: str | None, spec: dict[str, Any], out: Mutation
+) -> frozenset[str] | None:
+    if raw is None:
+        return None
+    names = frozenset(n.strip() for n in str(raw).split(",") if n.strip())
+    if not names:
+        return None
+    present = {
+        c.get("name")
+        for list_name in ("initContainers", "containers")
+        for c in spec.get(list_name) or ()
+    }
+    for missing in sorted(names - present):
+        out.notes.append(
+            Note(f"container/{missing}", "named in the containers annotation but not in the Pod")
+        )
+    return names
+
+
+def _container_env(
+    container: dict[str, Any],
+    path: tuple[str | int, ...],
+    target: str,
+    env: list[tuple[str, str]],
+    out: Mutation,
+) -> None:
+    existing = {e.get("name"): e for e in container.get("env") or ()}
+    for name, value in env:
+        have = existing.get(name)
+        if have is None:
+            _append(out.patch, container, path, "env", {"name": name, "value": value})
+        elif have.get("value") != value or "valueFrom" in have:
+            out.notes.append(Note(target, f"kept its own {name}"))
+
+
+def _container_mount(container: dict[str, Any], path: tuple[str | int, ...], out: Mutation) -> bool:
+    for mount in container.get("volumeMounts") or ():
+        if mount.get("mountPath") == TOKEN_DIR or mount.get("name") == TOKEN_VOLUME:
+            return False
+    mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+    _append(out.patch, container, path, "volumeMounts", mount)
+    return True
+
+
+def _append(
+    patch: list[Op], parent: dict[str, Any], path: tuple[str | int, ...], key: str, item: Any
+) -> None:
+    """Append to parent[key], creating the list with the first item if it is missing."""
+    if parent.get(key) is not None:
+        patch.append({"op": "add", "path": join(*path, key, "-"), "value": item})
+        return
+    # A second append to a list this patch creates extends that add's value instead.
+    pointer = join(*path, key)
+    for op in reversed(patch):
+        if op["path"] == pointer:
+            op["value"].append(item)
+            return
+    patch.append({"op": "add", "path": pointer, "value": [item]})
+
+
+def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
+    """Merge into any status already there, so a reinvocation adds and never forgets."""
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    key = settings.status_key
+    raw = annotations.get(key)
+    previous: dict[str, Any] = {}
+    if raw:
+        try:
+            loaded = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            loaded = None
+        previous = loaded if isinstance(loaded, dict) else {}
+    injected = [n for n in previous.get("injected") or () if isinstance(n, str)]
+    injected += [n for n in out.injected if n not in injected]
+    old_notes = [n for n in previous.get("skipped") or () if isinstance(n, dict)]
+    out.new_notes = [n for n in dict.fromkeys(out.notes) if n.as_dict() not in old_notes]
+    status = {
+        "injected": injected,
+        "serviceAccount": out.service_account,
+        "trackingUri": settings.tracking.uri,
+        "credentials": settings.credentials,
+        "skipped": old_notes + [n.as_dict() for n in out.new_notes],
+    }
+    value = orjson.dumps(status).decode()
+    if value == raw:
+        return
+    if "metadata" not in pod or pod["metadata"] is None:
+        out.patch.append({"op": "add", "path": "/metadata", "value": {"annotations": {key: value}}})
+    elif pod["metadata"].get("annotations") is None:
+        out.patch.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
+    else:
+        out.patch.append(
+            {"op": "add", "path": join("metadata", "annotations", key), "value": value}
+        )

@@ -1,0 +1,131 @@
+"""AdmissionReview v1 in, AdmissionReview v1 out: the decision for one request, without I/O."""
+
+from __future__ import annotations
+
+import base64
+import traceback
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+from webhook.core.mutation import mutate
+from webhook.core.optin import opt_in
+from webhook.core.settings import Settings
+
+API_VERSION = "admission.k8s.io/v1"
+Outcome = Literal["injected", "skipped", "error"]
+
+
+class BadReview(ValueError):
+    """The body is not an AdmissionReview this webhook can answer; the message says why."""
+
+
+@dataclass
+class Admission:
+    """The response to send, and what to log and count about it."""
+
+    response: dict[str, Any]
+    outcome: Outcome
+    reason: str
+    uid: str
+    namespace: str = ""
+    pod: str = ""
+    dry_run: bool = False
+    patch: list[dict[str, Any]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+
+
+def parse(body: Any) -> dict[str, Any]:
+    """Return the review's `request`, or raise BadReview."""
+    if not isinstance(body, dict):
+        raise BadReview("body must be a JSON object holding an AdmissionReview")
+    if body.get("kind") != "AdmissionReview":
+        raise BadReview(f"kind must be AdmissionReview, not {body.get('kind')!r}")
+    if body.get("apiVersion") != API_VERSION:
+        raise BadReview(f"apiVersion must be {API_VERSION}, not {body.get('apiVersion')!r}")
+    request = body.get("request")
+    if not isinstance(request, dict):
+        raise BadReview("AdmissionReview has no request object")
+    uid = request.get("uid")
+    if not isinstance(uid, str) or not uid:
+        raise BadReview("AdmissionReview request has no uid")
+    return request
+
+
+def _scope(request: dict[str, Any]) -> str:
+    """Empty when this request may be patched, else the reason it is let through untouched."""
+    if request.get("operation") != "CREATE":
+        return "not-create"
+    kind = request.get("kind") or {}
+    resource = request.get("resource") or {}
+    if (kind.get("group"), kind.get("version"), kind.get("kind")) != ("", "v1", "Pod"):
+        return "not-a-pod"
+    if resource.get("resource") != "pods" or request.get("subResource"):
+        return "not-a-pod"
+    if not isinstance(request.get("object"), dict):
+        return "no-object"
+    return ""
+
+
+def pod_name(pod: dict[str, Any]) -> str:
+    metadata = pod.get("metadata") or {}
+    return str(metadata.get("name") or metadata.get("generateName") or "")
+
+
+def admit(request: dict[str, Any], settings: Settings) -> Admission:
+    """Decide and build the response. One odd Pod must never block admission: errors allow."""
+    uid = request["uid"]
+    obj = request.get("object")
+    pod = obj if isinstance(obj, dict) else {}
+    result = Admission(
+        response={},
+        outcome="skipped",
+        reason="",
+        uid=uid,
+        namespace=str(request.get("namespace") or ""),
+        pod=pod_name(pod),
+        dry_run=bool(request.get("dryRun")),
+    )
+    try:
+        _decide(request, pod, settings, result)
+    except Exception as exc:  # noqa: BLE001 - any failure must still admit the Pod
+        result.outcome, result.reason, result.patch = "error", "internal-error", []
+        result.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
+        result.warnings = [
+            "mlflow-webhook: could not inject MLflow settings into this Pod "
+            f"({type(exc).__name__}); it was admitted unchanged"
+        ]
+    result.response = respond(uid, result.patch, result.warnings)
+    return result
+
+
+def _decide(
+    request: dict[str, Any], pod: dict[str, Any], settings: Settings, result: Admission
+) -> None:
+    scope = _scope(request)
+    if scope:
+        result.reason = scope
+        return
+    decision = opt_in(pod.get("metadata") or {}, settings)
+    result.reason = decision.verdict
+    if decision.detail:
+        result.warnings.append(f"mlflow-webhook: {decision.detail}")
+    if not decision.inject:
+        return
+    mutation = mutate(pod, settings)
+    result.patch = mutation.patch
+    result.warnings += [n.warning() for n in mutation.new_notes]
+    result.outcome = "injected"
+    result.reason = "injected" if mutation.patch else "already-injected"
+
+
+def respond(uid: str, patch: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:
+    response: dict[str, Any] = {"uid": uid, "allowed": True}
+    if patch:
+        response["patchType"] = "JSONPatch"
+        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+    if warnings:
+        response["warnings"] = warnings
+    return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}

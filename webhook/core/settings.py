@@ -1,0 +1,122 @@
+"""Mutation settings: the one value every layer above reads, validated once."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+from urllib.parse import urlsplit
+
+Credentials = Literal["irsa", "pod-identity", "none"]
+ServiceAccountPolicy = Literal["keep", "override"]
+
+CREDENTIALS: tuple[Credentials, ...] = ("irsa", "pod-identity", "none")
+SERVICE_ACCOUNT_POLICIES: tuple[ServiceAccountPolicy, ...] = ("keep", "override")
+
+# The names the EKS pod-identity webhook uses, so whichever of us runs first the other skips.
+TOKEN_VOLUME = "aws-iam-token"  # noqa: S105 - a volume name, not a secret
+TOKEN_DIR = "/var/run/secrets/eks.amazonaws.com/serviceaccount"  # noqa: S105
+TOKEN_FILE = f"{TOKEN_DIR}/token"
+TOKEN_AUDIENCE = "sts.amazonaws.com"  # noqa: S105
+TOKEN_EXPIRATION_SECONDS = 86400
+
+_TRACKING_ARN = re.compile(
+    r"^arn:aws(?:-cn|-us-gov)?:sagemaker:(?P<region>[a-z0-9-]+):\d{12}:"
+    r"(?P<kind>mlflow-tracking-server|mlflow-app)/[A-Za-z0-9-]{1,256}$"
+)
+_ROLE_ARN = re.compile(r"^arn:aws(?:-cn|-us-gov)?:iam::\d{12}:role/[\w+=,.@/-]{1,512}$")
+# DNS-1123 subdomain: what Kubernetes accepts as a ServiceAccount name.
+_SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$")
+_PREFIX = _SA_NAME
+
+
+class ConfigError(ValueError):
+    """A setting is wrong; the message is one line a person can act on."""
+
+
+@dataclass(frozen=True)
+class TrackingTarget:
+    """What `MLFLOW_TRACKING_URI` points at, and the AWS region an ARN implies."""
+
+    uri: str
+    kind: Literal["mlflow-tracking-server", "mlflow-app", "url"]
+    region: str | None
+
+
+def parse_tracking_uri(uri: str) -> TrackingTarget:
+    match = _TRACKING_ARN.match(uri)
+    if match:
+        if match["kind"] == "mlflow-app":
+            return TrackingTarget(uri=uri, kind="mlflow-app", region=match["region"])
+        return TrackingTarget(uri=uri, kind="mlflow-tracking-server", region=match["region"])
+    if uri.startswith("arn:"):
+        raise ConfigError(
+            f"tracking URI {uri!r} is not a SageMaker MLflow tracking-server or MLflow App ARN"
+        )
+    parts = urlsplit(uri)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        raise ConfigError(f"tracking URI {uri!r} must be a SageMaker MLflow ARN or an http(s) URL")
+    return TrackingTarget(uri=uri, kind="url", region=None)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything the mutation depends on. Build it with `Settings.create`, which validates."""
+
+    tracking: TrackingTarget
+    credentials: Credentials = "none"
+    role_arn: str | None = None
+    service_account: str = "sagemaker-mlflow-sa"
+    service_account_policy: ServiceAccountPolicy = "keep"
+    prefix: str = "mlflow-webhook.io"
+    inject_key: str = field(init=False)
+    experiment_key: str = field(init=False)
+    containers_key: str = field(init=False)
+    status_key: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("inject", "experiment", "containers", "status"):
+            object.__setattr__(self, f"{name}_key", f"{self.prefix}/{name}")
+
+    @classmethod
+    def create(
+        cls,
+        *,
+        tracking_uri: str,
+        credentials: str | None = None,
+        role_arn: str | None = None,
+        service_account: str = "sagemaker-mlflow-sa",
+        service_account_policy: str = "keep",
+        prefix: str = "mlflow-webhook.io",
+    ) -> Settings:
+        if not tracking_uri:
+            raise ConfigError("a tracking URI is required (--tracking-uri)")
+        tracking = parse_tracking_uri(tracking_uri)
+        role_arn = role_arn or None
+        mode = credentials or ("irsa" if role_arn else "none")
+        if mode not in CREDENTIALS:
+            raise ConfigError(
+                f"--credentials must be one of {', '.join(CREDENTIALS)}, not {mode!r}"
+            )
+        if mode == "irsa" and not role_arn:
+            raise ConfigError("--credentials irsa needs --role-arn")
+        if role_arn and not _ROLE_ARN.match(role_arn):
+            raise ConfigError(f"--role-arn {role_arn!r} is not an IAM role ARN")
+        if mode != "irsa" and role_arn:
+            raise ConfigError(f"--role-arn is only used with --credentials irsa, not {mode}")
+        if not _SA_NAME.match(service_account) or len(service_account) > 253:
+            raise ConfigError(f"--service-account {service_account!r} is not a valid name")
+        if service_account_policy not in SERVICE_ACCOUNT_POLICIES:
+            raise ConfigError(
+                f"--service-account-policy must be keep or override, not {service_account_policy!r}"
+            )
+        if not _PREFIX.match(prefix) or len(prefix) > 253:
+            raise ConfigError(f"--prefix {prefix!r} must be a DNS subdomain such as example.com")
+        return cls(
+            tracking=tracking,
+            credentials=mode,
+            role_arn=role_arn,
+            service_account=service_account,
+            service_account_policy=service_account_policy,
+            prefix=prefix,
+        )

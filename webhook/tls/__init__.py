@@ -1,0 +1,1 @@
+"""TLS: certificates made with `cryptography`, and a server context that follows file rotation."""
