@@ -1,0 +1,81 @@
+"""Helpers shared by the tests: fixture loading, reviews as the API server builds them, patch application."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import json
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jsonpatch
+import yaml
+
+from webhook.core.settings import Settings
+
+FIXTURES = Path(__file__).parent / "fixtures"
+REVIEWS = FIXTURES / "admission-reviews"
+STATUS_KEY = "mlflow-webhook.io/status"
+
+TRACKING_ARN = "arn:aws:sagemaker:us-west-2:111122223333:mlflow-tracking-server/mlflow-tracking"
+ROLE_ARN = "arn:aws:iam::111122223333:role/SM_MLFLOW_ACCESS_ROLE"
+DEFAULT_SETTINGS: dict[str, Any] = {"tracking_uri": TRACKING_ARN, "role_arn": ROLE_ARN}
+
+
+def settings(**overrides: Any) -> Settings:
+    return Settings.create(**{**DEFAULT_SETTINGS, **overrides})
+
+
+def captured(name: str) -> dict[str, Any]:
+    """A review captured from a real API server, as its `{"http": ..., "review": ...}` record."""
+    return json.loads((REVIEWS / f"{name}.json").read_text())
+
+
+def review_for(pod: dict[str, Any], **request: Any) -> dict[str, Any]:
+    """An AdmissionReview shaped like the API server's, for a Pod CREATE unless told otherwise."""
+    body: dict[str, Any] = {
+        "uid": str(uuid.uuid4()),
+        "kind": {"group": "", "version": "v1", "kind": "Pod"},
+        "resource": {"group": "", "version": "v1", "resource": "pods"},
+        "requestKind": {"group": "", "version": "v1", "kind": "Pod"},
+        "requestResource": {"group": "", "version": "v1", "resource": "pods"},
+        "namespace": "team-a",
+        "operation": "CREATE",
+        "userInfo": {"username": "admin", "groups": ["system:masters"]},
+        "object": pod,
+        "oldObject": None,
+        "dryRun": False,
+    }
+    body.update(request)
+    return {"apiVersion": "admission.k8s.io/v1", "kind": "AdmissionReview", "request": body}
+
+
+def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
+    inner = response["response"]
+    if "patch" not in inner:
+        return []
+    assert inner["patchType"] == "JSONPatch"
+    patch: list[dict[str, Any]] = json.loads(base64.b64decode(inner["patch"]))
+    return patch
+
+
+def apply(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+    result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
+    return result
+
+
+def readable(pod: dict[str, Any]) -> dict[str, Any]:
+    """The Pod with its status annotation parsed, so fixtures compare it as an object."""
+    pod = copy.deepcopy(pod)
+    annotations = (pod.get("metadata") or {}).get("annotations") or {}
+    if isinstance(annotations.get(STATUS_KEY), str):
+        annotations[STATUS_KEY] = json.loads(annotations[STATUS_KEY])
+    return pod
+
+
+def load_cases(folder: str) -> list[tuple[str, dict[str, Any]]]:
+    return [
+        (path.stem, yaml.safe_load(path.read_text()))
+        for path in sorted((FIXTURES / folder).glob("*.yaml"))
+    ]

@@ -1,0 +1,53 @@
+"""The mutation rules, one YAML fixture per case: input Pod, settings, expected Pod after the patch."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import kubernetes_validate
+import pytest
+
+from tests.support import apply, load_cases, readable, review_for, settings
+from webhook.core.reviews import admit, parse
+
+CASES = load_cases("mutation")
+SCHEMA_VERSION = kubernetes_validate.latest_version()
+
+
+def run(case: dict[str, Any], pod: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    result = admit(
+        parse(review_for(pod, **(case.get("request") or {}))),
+        settings(**(case.get("settings") or {})),
+    )
+    assert result.response["response"]["allowed"] is True
+    return apply(pod, result.patch), result
+
+
+@pytest.mark.parametrize(("name", "case"), CASES, ids=[name for name, _ in CASES])
+def test_case(name: str, case: dict[str, Any]) -> None:
+    pod = case["pod"]
+    mutated, result = run(case, pod)
+    assert (result.outcome, result.reason) == (case["outcome"], case["reason"])
+    if case.get("unchanged"):
+        assert result.patch == []
+        assert mutated == pod
+    else:
+        assert readable(mutated) == readable(case["expected"])
+    for expected in case.get("warnings") or []:
+        assert any(expected in w for w in result.warnings), result.warnings
+    if not case.get("warnings"):
+        assert result.warnings == []
+    # Rule 9: the webhook on its own output changes nothing and warns about nothing new.
+    again, second = run(case, mutated)
+    assert second.patch == []
+    assert again == mutated
+    if result.outcome == "injected":
+        assert second.warnings == []
+    if case.get("schema", True):
+        kubernetes_validate.validate(mutated, SCHEMA_VERSION, strict=True)
+
+
+def test_every_rule_has_a_case() -> None:
+    prefixes = {name.split("-")[0] for name, _ in CASES}
+    expected = {"scope", "optin", "sa", "containers", "region", "irsa", "pod", "experiment", "status", "reinvocation", "unknown"}
+    assert expected <= prefixes
