@@ -1,4 +1,4 @@
-"""Helpers shared by the tests: fixture loading, reviews as the API server builds them, patch application."""
+"""Helpers for the tests: fixtures, reviews as the API server builds them, patches applied."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The mutation rules, one YAML fixture per case: input Pod, settings, expected Pod after the patch."""
+"""The mutation rules, a YAML fixture a case: input Pod, settings, expected Pod after the patch."""
 
 from __future__ import annotations
 
@@ -49,5 +49,17 @@ def test_case(name: str, case: dict[str, Any]) -> None:
 
 def test_every_rule_has_a_case() -> None:
     prefixes = {name.split("-")[0] for name, _ in CASES}
-    expected = {"scope", "optin", "sa", "containers", "region", "irsa", "pod", "experiment", "status", "reinvocation", "unknown"}
+    expected = {
+        "scope",
+        "optin",
+        "sa",
+        "containers",
+        "region",
+        "irsa",
+        "pod",
+        "experiment",
+        "status",
+        "reinvocation",
+        "unknown",
+    }
     assert expected <= prefixes

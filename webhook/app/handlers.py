@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
@@ -22,6 +23,8 @@ class State:
     config: ServeConfig
     metrics: Metrics = field(default_factory=Metrics)
     ready: bool = False
+    in_flight: int = 0
+    idle: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 STATE = web.AppKey("state", State)
@@ -89,6 +92,21 @@ async def readyz(request: web.Request) -> web.Response:
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[STATE].metrics.render()
     return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+
+
+@web.middleware
+async def count_in_flight(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count requests from their headers on, so shutdown can wait for bodies still arriving."""
+    state = request.app[STATE]
+    state.in_flight += 1
+    state.idle.clear()
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    finally:
+        state.in_flight -= 1
+        if state.in_flight == 0:
+            state.idle.set()
 
 
 @web.middleware

@@ -20,7 +20,10 @@ TLS = web.AppKey("tls", ReloadingContext)
 
 
 def create_app(config: ServeConfig) -> web.Application:
-    app = web.Application(client_max_size=config.max_body_bytes, middlewares=[handlers.json_errors])
+    app = web.Application(
+        client_max_size=config.max_body_bytes,
+        middlewares=[handlers.count_in_flight, handlers.json_errors],
+    )
     app[STATE] = State(config)
     _ensure_certs(config)
     app[TLS] = ReloadingContext(config.cert_dir)
@@ -29,7 +32,13 @@ def create_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     app.cleanup_ctx.append(_certificates)
+    app.on_response_prepare.append(_server_header)
     return app
+
+
+async def _server_header(request: web.Request, response: web.StreamResponse) -> None:
+    # Name the product, not the framework and interpreter versions behind it.
+    response.headers["Server"] = "mlflow-webhook"
 
 
 def _ensure_certs(config: ServeConfig) -> None:
@@ -101,7 +110,18 @@ async def serve(config: ServeConfig) -> None:
         },
     )
     await stop.wait()
-    app[STATE].ready = False
-    log.info("shutting down; finishing requests in flight")
+    state = app[STATE]
+    state.ready = False
+    log.info("shutting down; finishing requests in flight", extra={"in_flight": state.in_flight})
+    # Stop accepting first, then let every started request finish, bodies still arriving
+    # included: aiohttp's own cleanup stops reading from connections at once.
+    await site.stop()
+    if state.in_flight:
+        try:
+            await asyncio.wait_for(state.idle.wait(), config.shutdown_timeout)
+        except TimeoutError:
+            log.warning(
+                "gave up waiting for requests in flight", extra={"in_flight": state.in_flight}
+            )
     await runner.cleanup()
     log.info("stopped")

@@ -1,0 +1,100 @@
+"""Start the real `mlflow-webhook serve` as a subprocess on loopback, and talk to it over TLS."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from tests.support import ROLE_ARN, TRACKING_ARN
+
+
+class WebhookProcess:
+    """One server process; its JSON log lines are collected as they arrive."""
+
+    def __init__(self, cert_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+        self.cert_dir = cert_dir
+        self.logs: list[dict[str, Any]] = []
+        self.stderr_lines: list[str] = []
+        command = [
+            sys.executable,
+            "-m",
+            "webhook",
+            "serve",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--cert-dir",
+            str(cert_dir),
+            *args,
+        ]
+        self.proc = subprocess.Popen(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, **(env or {})},
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+        self.port = self._wait_for_port()
+
+    def _read(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr_lines.append(line)
+            with contextlib.suppress(json.JSONDecodeError):
+                self.logs.append(json.loads(line))
+
+    def _wait_for_port(self, timeout: float = 20) -> int:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.logs:
+                if entry.get("msg") == "serving":
+                    return int(entry["ports"][0])
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        self.stop()
+        raise RuntimeError("webhook did not start:\n" + "".join(self.stderr_lines))
+
+    @property
+    def url(self) -> str:
+        return f"https://localhost:{self.port}"
+
+    def client_context(self) -> ssl.SSLContext:
+        """Trust only the webhook's CA, as the API server trusts only the caBundle."""
+        return ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
+
+    def wait_for_log(self, msg: str, timeout: float = 10) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            for entry in self.logs:
+                if entry.get("msg", "").startswith(msg):
+                    return entry
+            time.sleep(0.02)
+        raise AssertionError(f"no log {msg!r} in:\n" + "".join(self.stderr_lines))
+
+    def terminate(self) -> int:
+        self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=10)
+
+
+def start(cert_dir: Path, *args: str, env: dict[str, str] | None = None) -> WebhookProcess:
+    default = ["--self-signed", "--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN]
+    return WebhookProcess(cert_dir, *(args or default), env=env)

@@ -1,0 +1,122 @@
+"""`mlflow-webhook inject`: the same mutation, offline, on every workload with a Pod template."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import yaml
+
+from tests.support import FIXTURES, ROLE_ARN, TRACKING_ARN
+from tests.test_lifecycle import cli
+from webhook.core.templates import pod_templates
+
+WORKLOADS = FIXTURES / "inject" / "workloads.yaml"
+FLAGS = ["--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN]
+BUILTIN = {
+    "ConfigMap",
+    "Pod",
+    "Deployment",
+    "StatefulSet",
+    "DaemonSet",
+    "ReplicaSet",
+    "Job",
+    "CronJob",
+    "List",
+}
+
+
+def injected_templates(docs: list[Any]) -> dict[str, bool]:
+    """Where each template is, and whether its first container now has the tracking URI."""
+    found = {}
+    for doc in docs:
+        for where, template in pod_templates(doc):
+            env = {e["name"]: e["value"] for e in template["spec"]["containers"][0].get("env", [])}
+            found[where] = env.get("MLFLOW_TRACKING_URI") == TRACKING_ARN
+    return found
+
+
+def run_inject(*args: str, stdin: str | None = None) -> tuple[list[Any], str]:
+    result = cli("inject", *FLAGS, *args, stdin=stdin)
+    assert result.returncode == 0, result.stderr
+    return list(yaml.safe_load_all(result.stdout)), result.stderr
+
+
+def test_opted_in_templates_only() -> None:
+    docs, stderr = run_inject("-f", str(WORKLOADS))
+    assert injected_templates(docs) == {
+        "Pod/notebook": True,
+        "Deployment/serve": True,  # opted in by label
+        "StatefulSet/registry": True,
+        "DaemonSet/exporter": False,  # not opted in
+        "ReplicaSet/worker": False,  # opted out
+        "Job/train": True,
+        "CronJob/nightly": True,
+        "PyTorchJob/llama Master": True,
+        "PyTorchJob/llama Worker": True,
+        "TFJob/mnist Worker": True,
+        "MPIJob/horovod Launcher": False,
+        "MPIJob/horovod Worker": True,
+        "XGBoostJob/boost Master": True,
+        "Pod/listed": True,
+    }
+    assert "injected 11 of 14 Pod templates" in stderr
+    original = list(yaml.safe_load_all(WORKLOADS.read_text()))
+    assert docs[0] == original[0]  # the ConfigMap passes through unchanged
+    assert [d["kind"] for d in docs] == [d["kind"] for d in original]
+
+
+def test_whole_template_matches_the_webhook() -> None:
+    docs, _ = run_inject("-f", str(WORKLOADS))
+    worker = docs[8]["spec"]["pytorchReplicaSpecs"]["Worker"]["template"]
+    assert worker["spec"]["serviceAccountName"] == "sagemaker-mlflow-sa"
+    env = {e["name"]: e["value"] for e in worker["spec"]["containers"][0]["env"]}
+    assert env == {
+        "MLFLOW_TRACKING_URI": TRACKING_ARN,
+        "AWS_REGION": "us-west-2",
+        "AWS_DEFAULT_REGION": "us-west-2",
+        "AWS_ROLE_ARN": ROLE_ARN,
+        "AWS_WEB_IDENTITY_TOKEN_FILE": "/var/run/secrets/eks.amazonaws.com/serviceaccount/token",
+        "MLFLOW_EXPERIMENT_NAME": "llama",
+    }
+    assert worker["spec"]["volumes"][0]["name"] == "aws-iam-token"
+    assert "mlflow-webhook.io/status" in worker["metadata"]["annotations"]
+
+
+def test_all_injects_every_template_not_opted_out() -> None:
+    docs, _ = run_inject("-f", "-", "--all", stdin=WORKLOADS.read_text())
+    found = injected_templates(docs)
+    assert found.pop("ReplicaSet/worker") is False
+    assert all(found.values()), found
+
+
+def test_output_is_valid_and_injecting_again_changes_nothing(tmp_path: Path) -> None:
+    docs, _ = run_inject("-f", str(WORKLOADS), "--all")
+    version = kubernetes_validate.latest_version()
+    for doc in docs:
+        if doc["kind"] in BUILTIN - {"List"}:
+            kubernetes_validate.validate(doc, version, strict=True)
+    again = tmp_path / "again.yaml"
+    again.write_text(yaml.safe_dump_all(docs))
+    docs2, _ = run_inject("-f", str(again), "--all")
+    assert docs2 == docs
+
+
+def test_bad_yaml_is_one_clear_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("kind: Pod\n  spec: [\n")
+    result = cli("inject", *FLAGS, "-f", str(bad))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "is not valid YAML" in result.stderr
+
+
+def test_templates_are_found_without_copying() -> None:
+    doc: dict[str, Any] = yaml.safe_load(WORKLOADS.read_text().split("---")[2])
+    before = copy.deepcopy(doc)
+    [(where, template)] = pod_templates(doc)
+    assert where == "Deployment/serve"
+    assert template is doc["spec"]["template"]
+    assert doc == before
