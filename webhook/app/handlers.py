@@ -12,10 +12,14 @@ import orjson
 from aiohttp import web
 
 from webhook.app.config import ServeConfig
+from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
 from webhook.core.reviews import BadReview, admit, parse
 
 log = logging.getLogger("webhook.admission")
+events = Events("webhook.admission")
+# Name the product, not the framework and interpreter versions behind it.
+JSON_HEADERS = {"Content-Type": "application/json", "Server": "mlflow-webhook"}
 
 
 @dataclass
@@ -30,8 +34,12 @@ class State:
 STATE = web.AppKey("state", State)
 
 
+def _json(body: dict[str, Any], status: int = 200) -> web.Response:
+    return web.Response(body=orjson.dumps(body), status=status, headers=JSON_HEADERS)
+
+
 def error(status: int, message: str) -> web.Response:
-    return web.json_response({"error": message, "status": status}, status=status)
+    return _json({"error": message, "status": status}, status)
 
 
 async def mutate(request: web.Request) -> web.Response:
@@ -67,10 +75,12 @@ async def mutate(request: web.Request) -> web.Response:
     if result.warnings:
         fields["warnings"] = result.warnings
     if result.outcome == "error":
-        log.error("admission failed; Pod admitted unchanged: %s", result.error, extra=fields)
+        events.log(
+            logging.ERROR, f"admission failed; Pod admitted unchanged: {result.error}", fields
+        )
     else:
-        log.info("admission", extra=fields)
-    return web.Response(body=orjson.dumps(result.response), content_type="application/json")
+        events.log(logging.INFO, "admission", fields)
+    return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
 
 
 def _invalid(state: State, status: int, message: str) -> web.Response:
@@ -80,38 +90,28 @@ def _invalid(state: State, status: int, message: str) -> web.Response:
 
 
 async def healthz(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    return _json({"status": "ok"})
 
 
 async def readyz(request: web.Request) -> web.Response:
     if request.app[STATE].ready:
-        return web.json_response({"status": "ready"})
-    return web.json_response({"status": "not ready"}, status=503)
+        return _json({"status": "ready"})
+    return _json({"status": "not ready"}, 503)
 
 
 async def metrics(request: web.Request) -> web.Response:
     body = request.app[STATE].metrics.render()
-    return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE})
+    return web.Response(body=body, headers={**JSON_HEADERS, "Content-Type": CONTENT_TYPE})
 
 
 @web.middleware
-async def count_in_flight(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count requests from their headers on, so shutdown can wait for bodies still arriving."""
+async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Count requests in flight, from their headers on, so shutdown can wait for bodies still
+    arriving; and give every answer a JSON body, unknown paths and methods too, never a bare 500.
+    """
     state = request.app[STATE]
     state.in_flight += 1
     state.idle.clear()
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    finally:
-        state.in_flight -= 1
-        if state.in_flight == 0:
-            state.idle.set()
-
-
-@web.middleware
-async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Every answer has a JSON body: unknown paths and methods too, and nothing is a bare 500."""
     try:
         response: web.StreamResponse = await handler(request)
         return response
@@ -125,3 +125,7 @@ async def json_errors(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error(500, "internal error")
+    finally:
+        state.in_flight -= 1
+        if state.in_flight == 0:
+            state.idle.set()

@@ -12,7 +12,6 @@ from typing import Any
 
 import orjson
 
-from webhook.core.pointers import join
 from webhook.core.settings import (
     TOKEN_AUDIENCE,
     TOKEN_DIR,
@@ -88,13 +87,13 @@ def mutate(pod: dict[str, Any], settings: Settings) -> Mutation:
             name = container.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            path = ("spec", list_name, index)
+            path = f"/spec/{list_name}/{index}"
             _container_env(container, path, f"{kind}/{name}", env, out)
             if irsa:
                 mounted |= _container_mount(container, path, out)
             out.injected.append(name)
     if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
-        _append(out.patch, spec, ("spec",), "volumes", token_volume())
+        _extend(out.patch, spec, "/spec", "volumes", [token_volume()])
     _status(pod, settings, out)
     return out
 
@@ -144,43 +143,42 @@ def _wanted_containers(
 
 def _container_env(
     container: dict[str, Any],
-    path: tuple[str | int, ...],
+    path: str,
     target: str,
     env: list[tuple[str, str]],
     out: Mutation,
 ) -> None:
-    existing = {e.get("name"): e for e in container.get("env") or ()}
+    current = container.get("env") or ()
+    # A set of names is the cheap test; entries are looked up only for the few names we share.
+    names = {e.get("name") for e in current}
+    missing = []
     for name, value in env:
-        have = existing.get(name)
-        if have is None:
-            _append(out.patch, container, path, "env", {"name": name, "value": value})
-        elif have.get("value") != value or "valueFrom" in have:
+        if name not in names:
+            missing.append({"name": name, "value": value})
+            continue
+        have = next(e for e in current if e.get("name") == name)
+        if have.get("value") != value or "valueFrom" in have:
             out.notes.append(Note(target, f"kept its own {name}"))
+    _extend(out.patch, container, path, "env", missing)
 
 
-def _container_mount(container: dict[str, Any], path: tuple[str | int, ...], out: Mutation) -> bool:
+def _container_mount(container: dict[str, Any], path: str, out: Mutation) -> bool:
     for mount in container.get("volumeMounts") or ():
         if mount.get("mountPath") == TOKEN_DIR or mount.get("name") == TOKEN_VOLUME:
             return False
     mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
-    _append(out.patch, container, path, "volumeMounts", mount)
+    _extend(out.patch, container, path, "volumeMounts", [mount])
     return True
 
 
-def _append(
-    patch: list[Op], parent: dict[str, Any], path: tuple[str | int, ...], key: str, item: Any
-) -> None:
-    """Append to parent[key], creating the list with the first item if it is missing."""
-    if parent.get(key) is not None:
-        patch.append({"op": "add", "path": join(*path, key, "-"), "value": item})
+def _extend(patch: list[Op], parent: dict[str, Any], path: str, key: str, items: list[Any]) -> None:
+    """Append items to parent[key] (`path` is parent's pointer), creating a missing list whole."""
+    if not items:
         return
-    # A second append to a list this patch creates extends that add's value instead.
-    pointer = join(*path, key)
-    for op in reversed(patch):
-        if op["path"] == pointer:
-            op["value"].append(item)
-            return
-    patch.append({"op": "add", "path": pointer, "value": [item]})
+    if parent.get(key) is None:
+        patch.append({"op": "add", "path": f"{path}/{key}", "value": items})
+        return
+    patch.extend({"op": "add", "path": f"{path}/{key}/-", "value": item} for item in items)
 
 
 def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
@@ -214,6 +212,4 @@ def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
     elif pod["metadata"].get("annotations") is None:
         out.patch.append({"op": "add", "path": "/metadata/annotations", "value": {key: value}})
     else:
-        out.patch.append(
-            {"op": "add", "path": join("metadata", "annotations", key), "value": value}
-        )
+        out.patch.append({"op": "add", "path": settings.status_pointer, "value": value})

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 from urllib.parse import urlsplit
 
+from webhook.core.pointers import join
+
 Credentials = Literal["irsa", "pod-identity", "none"]
 ServiceAccountPolicy = Literal["keep", "override"]
 
@@ -73,10 +75,13 @@ class Settings:
     experiment_key: str = field(init=False)
     containers_key: str = field(init=False)
     status_key: str = field(init=False)
+    status_pointer: str = field(init=False)
 
     def __post_init__(self) -> None:
         for name in ("inject", "experiment", "containers", "status"):
             object.__setattr__(self, f"{name}_key", f"{self.prefix}/{name}")
+        pointer = join("metadata", "annotations", self.status_key)
+        object.__setattr__(self, "status_pointer", pointer)
 
     @classmethod
     def create(

@@ -1,0 +1,219 @@
+"""Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
+
+    .venv/bin/python -m benchmarks.load [--seconds 10] [--rounds 3] [--connections 16]
+
+Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
+run, alternating servers round by round so that drift on a noisy machine hits both alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import timeit
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from benchmarks import bodies
+from tests.support import ROLE_ARN, TRACKING_ARN, settings
+from webhook.core.reviews import admit, parse
+from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
+
+HERE = Path(__file__).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, kind: str, cert_dir: Path, log: Path) -> None:
+        self.port = free_port()
+        if kind == "ours":
+            command = [
+                sys.executable,
+                "-m",
+                "webhook",
+                "serve",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--cert-dir",
+                str(cert_dir),
+                "--tracking-uri",
+                TRACKING_ARN,
+                "--role-arn",
+                ROLE_ARN,
+            ]
+        else:
+            command = [sys.executable, str(HERE / "floor.py"), str(cert_dir), str(self.port)]
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        self._wait(cert_dir)
+
+    def _wait(self, cert_dir: Path) -> None:
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline:
+            try:
+                request = urllib.request.Request(
+                    f"https://localhost:{self.port}/mutate", data=b"{}"
+                )
+                urllib.request.urlopen(request, context=context, timeout=1)
+            except urllib.error.HTTPError:
+                return  # an answer, even a 400, means it is up
+            except OSError:
+                time.sleep(0.05)
+        raise RuntimeError("server did not start")
+
+    def answered(self, cert_dir: Path) -> int:
+        """Admissions answered so far, from the server's own metrics."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        url = f"https://localhost:{self.port}/metrics"
+        text = urllib.request.urlopen(url, context=context).read().decode()
+        return int(
+            sum(
+                float(line.split()[-1])
+                for line in text.splitlines()
+                if line.startswith("mlflow_webhook_admissions_total{")
+            )
+        )
+
+    def rss_mib(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+
+
+def wrk(port: int, files: list[Path], *, seconds: float, connections: int) -> dict[str, Any]:
+    command = [
+        "wrk",
+        "-t1",
+        f"-c{connections}",
+        f"-d{round(seconds)}s",
+        "--latency",
+        "-s",
+        str(HERE / "mix.lua"),
+        f"https://localhost:{port}/mutate",
+        "--",
+        *map(str, files),
+    ]
+    out = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    result["rps"] = result["requests"] / (result["duration_us"] / 1e6)
+    return result
+
+
+def micro() -> dict[str, float]:
+    """Microseconds per request with no HTTP: parse, decide and patch, write the response."""
+    s = settings()
+    result = {}
+    for name, build in bodies.MIX.items():
+        raw = orjson.dumps(build())
+
+        def once(raw: bytes = raw) -> bytes:
+            return orjson.dumps(admit(parse(orjson.loads(raw)), s).response)
+
+        number = 2000
+        best = min(timeit.repeat(once, number=number, repeat=5))
+        result[name] = best / number * 1e6
+    return result
+
+
+def main() -> None:
+    sys.stdout.reconfigure(line_buffering=True)  # type: ignore[union-attr]
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--memory-requests", type=int, default=100_000)
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-bench-"))
+    ensure_self_signed(work, list(LOCAL_NAMES), list(LOCAL_IPS))
+    files = bodies.write(work)
+    log = work / "servers.log"
+    print(
+        f"mix: {', '.join(bodies.MIX)}; {args.connections} keep-alive TLS connections; "
+        f"{args.rounds} rounds of {args.seconds:g}s each, floor and ours alternating"
+    )
+
+    runs: dict[str, list[dict[str, Any]]] = {"floor": [], "ours": []}
+    for _ in range(args.rounds):
+        for kind in ("floor", "ours"):
+            server = Server(kind, work, log)
+            try:
+                wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
+                result = wrk(server.port, files, seconds=args.seconds, connections=args.connections)
+            finally:
+                server.stop()
+            runs[kind].append(result)
+            errors = result["errors"] + result["non2xx"]
+            print(
+                f"  {kind:5}  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
+                f"p99 {result['p99_us'] / 1000:6.2f} ms  errors {errors}"
+            )
+
+    def median(kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in runs[kind])
+
+    ratios = [o["rps"] / f["rps"] for o, f in zip(runs["ours"], runs["floor"], strict=True)]
+    print("\nresults (medians over rounds)")
+    print("| server | req/s | p50 ms | p99 ms |\n|---|---|---|---|")
+    for kind in ("floor", "ours"):
+        print(
+            f"| {kind} | {median(kind, 'rps'):.0f} | {median(kind, 'p50_us') / 1000:.2f} | "
+            f"{median(kind, 'p99_us') / 1000:.2f} |"
+        )
+    print(
+        f"\nthroughput ratio ours/floor: {statistics.median(ratios):.3f} "
+        f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
+
+    print("\nmicroseconds per request without HTTP (parse, mutate, respond):")
+    for name, us in micro().items():
+        print(f"  {name:16} {us:8.1f} us")
+
+    # Memory: RSS once 1k requests are answered, then again past --memory-requests.
+    rate = median("ours", "rps")
+    server = Server("ours", work, log)
+    try:
+        points = []
+        for target in (1_000, args.memory_requests):
+            while (done := server.answered(work)) < target:
+                seconds = max(1, round((target - done) / rate))
+                wrk(server.port, files, seconds=seconds, connections=args.connections)
+            points.append((done, server.rss_mib()))
+    finally:
+        server.stop()
+    (n1, rss1), (n2, rss2) = points
+    print(
+        f"\nRSS after {n1} requests: {rss1:.1f} MiB; after {n2}: {rss2:.1f} MiB; "
+        f"ratio {rss2 / rss1:.3f}"
+    )
+
+
+if __name__ == "__main__":
+    main()
