@@ -1,6 +1,6 @@
 """Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
 
-    .venv/bin/python -m benchmarks.load [--seconds 10] [--rounds 3] [--connections 16]
+    .venv/bin/python -m benchmarks.load [--seconds 6] [--rounds 5] [--connections 16]
 
 Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
 run, alternating servers round by round so that drift on a noisy machine hits both alike.
@@ -145,8 +145,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--seconds", type=float, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=6)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--memory-requests", type=int, default=100_000)
     args = parser.parse_args()
