@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support import captured, review_for
+from tests.support import captured, kubeflow_worker_pod, review_for
 
 INJECT = {"mlflow-webhook.io/inject": "true"}
 
@@ -38,42 +38,7 @@ def wide() -> dict[str, Any]:
 
 
 def kubeflow_worker() -> dict[str, Any]:
-    """A PyTorchJob worker Pod as the training operator creates it."""
-    base = captured("05-job-pod-create")["review"]["request"]["object"]
-    labels = {
-        "training.kubeflow.org/job-name": "llama",
-        "training.kubeflow.org/operator-name": "pytorchjob-controller",
-        "training.kubeflow.org/replica-index": "0",
-        "training.kubeflow.org/replica-type": "worker",
-    }
-    main = {
-        **base["spec"]["containers"][0],
-        "name": "pytorch",
-        "image": "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime",
-        "command": ["torchrun", "--nnodes=3", "train.py"],
-        "env": [
-            {"name": "MASTER_PORT", "value": "23456"},
-            {"name": "MASTER_ADDR", "value": "llama-master-0"},
-            {"name": "WORLD_SIZE", "value": "3"},
-            {"name": "RANK", "value": "1"},
-            {"name": "PET_NNODES", "value": "3"},
-            {"name": "PYTHONUNBUFFERED", "value": "1"},
-        ],
-        "resources": {
-            "limits": {"nvidia.com/gpu": "8"},
-            "requests": {"nvidia.com/gpu": "8", "memory": "64Gi"},
-        },
-    }
-    metadata = {
-        **base["metadata"],
-        "generateName": None,
-        "name": "llama-worker-0",
-        "labels": {**base["metadata"].get("labels", {}), **labels},
-        "annotations": {**INJECT, "mlflow-webhook.io/experiment": "llama"},
-    }
-    metadata = {k: v for k, v in metadata.items() if v is not None}
-    pod = {**base, "metadata": metadata, "spec": {**base["spec"], "containers": [main]}}
-    return review_for(pod)
+    return review_for(kubeflow_worker_pod(experiment="llama"))
 
 
 MIX = {"minimal": minimal, "wide": wide, "kubeflow-worker": kubeflow_worker}

@@ -79,3 +79,50 @@ def load_cases(folder: str) -> list[tuple[str, dict[str, Any]]]:
         (path.stem, yaml.safe_load(path.read_text()))
         for path in sorted((FIXTURES / folder).glob("*.yaml"))
     ]
+
+
+def kubeflow_worker_pod(experiment: str | None = None) -> dict[str, Any]:
+    """A PyTorchJob worker Pod as the Kubeflow training operator creates it, opted in."""
+    base = captured("05-job-pod-create")["review"]["request"]["object"]
+    annotations = {"mlflow-webhook.io/inject": "true"}
+    if experiment:
+        annotations["mlflow-webhook.io/experiment"] = experiment
+    metadata = {
+        key: value
+        for key, value in base["metadata"].items()
+        if key not in ("generateName", "labels", "finalizers", "ownerReferences")
+    }
+    owner = {"apiVersion": "kubeflow.org/v1", "kind": "PyTorchJob", "name": "llama"}
+    owner.update(
+        uid="6a0e3c1d-5b7f-4f1e-9d2a-2c8b1f7e4a90", controller=True, blockOwnerDeletion=True
+    )
+    metadata.update(
+        name="llama-worker-0",
+        annotations=annotations,
+        ownerReferences=[owner],
+        labels={
+            "training.kubeflow.org/job-name": "llama",
+            "training.kubeflow.org/operator-name": "pytorchjob-controller",
+            "training.kubeflow.org/replica-index": "0",
+            "training.kubeflow.org/replica-type": "worker",
+        },
+    )
+    main = {
+        **base["spec"]["containers"][0],
+        "name": "pytorch",
+        "image": "pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime",
+        "command": ["torchrun", "--nnodes=3", "train.py"],
+        "env": [
+            {"name": "MASTER_PORT", "value": "23456"},
+            {"name": "MASTER_ADDR", "value": "llama-master-0"},
+            {"name": "WORLD_SIZE", "value": "3"},
+            {"name": "RANK", "value": "1"},
+            {"name": "PET_NNODES", "value": "3"},
+            {"name": "PYTHONUNBUFFERED", "value": "1"},
+        ],
+        "resources": {
+            "limits": {"nvidia.com/gpu": "8"},
+            "requests": {"nvidia.com/gpu": "8", "memory": "64Gi"},
+        },
+    }
+    return {**base, "metadata": metadata, "spec": {**base["spec"], "containers": [main]}}

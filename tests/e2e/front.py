@@ -1,0 +1,168 @@
+"""An emulator of SageMaker managed MLflow's front door, for the end-to-end tests.
+
+The real service authenticates every MLflow REST call with SigV4 (service `sagemaker-mlflow` for
+a tracking server, `sagemaker` for an MLflow App), routes it by the ARN header that the
+`sagemaker-mlflow` plugin adds, and hands it to the MLflow server behind it. This emulator does
+the same in front of a real `mlflow server`: it recomputes each signature with the secret that
+moto's STS issued for the access key, rejects what does not verify with 403 as the service does,
+and records what it saw so a test can show which credentials were used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+_AUTH = re.compile(
+    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
+    r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<headers>[^,]+), ?"
+    r"Signature=(?P<sig>[0-9a-f]{64})"
+)
+ROUTES = {  # ARN header -> the signing service the real front expects with it
+    "x-mlflow-sm-tracking-server-arn": "sagemaker-mlflow",
+    "x-sm-mlflow-app-arn": "sagemaker",
+}
+_HOP = {"host", "content-length", "transfer-encoding", "connection", "authorization"}
+
+Lookup = Callable[[str], tuple[str, str | None, str] | None]  # key -> (secret, token, role ARN)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    access_key: str
+    service: str
+    region: str
+    arn: str
+    role_arn: str
+
+
+def moto_sts_lookup(access_key: str) -> tuple[str, str | None, str] | None:
+    """Credentials moto's in-process STS issued (AssumeRole / AssumeRoleWithWebIdentity)."""
+    from moto.sts.models import sts_backends
+
+    for account in list(sts_backends):
+        for backend in sts_backends[account].values():
+            role = backend.get_assumed_role_from_access_key(access_key)
+            if role is not None:
+                return role.secret_access_key, role.session_token, role.role_arn
+    return None
+
+
+class Front:
+    def __init__(self, upstream: str, lookup: Lookup = moto_sts_lookup) -> None:
+        self.upstream = upstream.rstrip("/")
+        self.lookup = lookup
+        self.seen: list[Seen] = []
+        self.rejected: list[str] = []
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
+        self.url = ""
+
+    def start(self) -> str:
+        self._thread.start()
+        self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
+        return self.url
+
+    async def _start(self) -> str:
+        self._session = aiohttp.ClientSession(auto_decompress=False)
+        app = web.Application(client_max_size=64 * 1024 * 1024)
+        app.router.add_route("*", "/{tail:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        return f"http://127.0.0.1:{port}"
+
+    def stop(self) -> None:
+        async def close() -> None:
+            await self._session.close()
+            await self._runner.cleanup()
+
+        asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _deny(self, reason: str) -> web.Response:
+        self.rejected.append(reason)
+        return web.json_response({"message": reason}, status=403)
+
+    async def _handle(self, request: web.Request) -> web.StreamResponse:
+        body = await request.read()
+        route = [(h, s) for h, s in ROUTES.items() if h in request.headers]
+        if len(route) != 1:
+            return self._deny("exactly one MLflow ARN header is required")
+        arn_header, expected_service = route[0]
+        arn = request.headers[arn_header]
+        match = _AUTH.fullmatch(request.headers.get("Authorization", ""))
+        if not match:
+            return self._deny("missing or malformed SigV4 Authorization header")
+        region = arn.split(":")[3]
+        if (match["service"], match["region"]) != (expected_service, region):
+            return self._deny(
+                f"signed for {match['service']}/{match['region']}, not {expected_service}/{region}"
+            )
+        found = self.lookup(match["key"])
+        if found is None:
+            return self._deny("The security token included in the request is invalid")
+        secret, token, role_arn = found
+        if token is not None and request.headers.get("X-Amz-Security-Token") != token:
+            return self._deny("session token does not match the access key")
+        if request.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
+            return self._deny("payload hash does not match the body")
+        if not hmac.compare_digest(
+            self._signature(request, body, match, secret, token), match["sig"]
+        ):
+            return self._deny(
+                "The request signature we calculated does not match the signature you provided"
+            )
+        self.seen.append(
+            Seen(
+                request.method, request.path, match["key"], match["service"], region, arn, role_arn
+            )
+        )
+        return await self._forward(request, body)
+
+    @staticmethod
+    def _signature(
+        request: web.Request, body: bytes, match: re.Match[str], secret: str, token: str | None
+    ) -> str:
+        signed = match["headers"].split(";")
+        headers = {name: request.headers.get(name, "") for name in signed}
+        aws = AWSRequest(
+            method=request.method,
+            url=f"http://{request.host}{request.raw_path}",
+            data=body,
+            headers=headers,
+        )
+        aws.context["timestamp"] = request.headers["X-Amz-Date"]
+        auth = SigV4Auth(
+            Credentials(match["key"], secret, token), match["service"], match["region"]
+        )
+        canonical = auth.canonical_request(aws)
+        return str(auth.signature(auth.string_to_sign(aws, canonical), aws))
+
+    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
+        async with self._session.request(
+            request.method, self.upstream + request.raw_path, data=body, headers=headers
+        ) as upstream:
+            data = await upstream.read()
+            out: dict[str, Any] = {
+                k: v for k, v in upstream.headers.items() if k.lower() not in _HOP
+            }
+            return web.Response(body=data, status=upstream.status, headers=out)
