@@ -1,0 +1,136 @@
+"""The bootstrap: each AWS piece, in order, created, verified or repaired; a plan first."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from webhook.aws import iam, storage, tracking
+from webhook.aws.clients import BootstrapError, Clients, explain
+from webhook.aws.config import BootstrapConfig
+from webhook.core import policies
+from webhook.core.plans import Plan
+
+SERVER_POLICY = "mlflow-webhook-artifacts"
+
+
+def run(
+    config: BootstrapConfig,
+    progress: Callable[[str], None] = lambda _: None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Plan:
+    """Ensure everything and return the plan carried out (with --dry-run: the plan alone)."""
+    clients = Clients(config.region, config.dry_run)
+    plan = Plan(dry_run=config.dry_run)
+    resource = "the caller identity"
+    try:
+        account = str(clients.sts.get_caller_identity()["Account"])
+        resource = "the tracking server"
+        if config.tracking_server_arn:
+            tracking.verify_existing(clients, plan, config.tracking_server_arn)
+        else:
+            resource = f"bucket {config.bucket}" if config.bucket else resource
+            server_role_arn, fresh = _server_side(clients, plan, config, account)
+            resource = f"tracking server {config.tracking_server_name}"
+            tracking.ensure(clients, plan, config, account, server_role_arn, fresh, sleep)
+        if config.credentials != "none":
+            resource = f"role {config.pod_role_name}"
+            _pod_side(clients, plan, config, account)
+        if config.wait and not config.dry_run and not config.tracking_server_arn:
+            resource = f"tracking server {config.tracking_server_name}"
+            plan.tracking_status = tracking.wait_ready(clients, config, progress, sleep)
+    except BootstrapError:
+        raise
+    except (ClientError, BotoCoreError) as error:
+        raise explain(error, resource) from error
+    finally:
+        plan.writes = clients.writes
+    return plan
+
+
+def _server_side(
+    clients: Clients, plan: Plan, config: BootstrapConfig, account: str
+) -> tuple[str, bool]:
+    """The artifact bucket, and the execution role SageMaker runs the server as."""
+    exists = tracking.describe(clients, config.tracking_server_name) is not None
+    if not config.bucket:
+        if not exists:
+            raise BootstrapError(
+                f"tracking server {config.tracking_server_name} does not exist: "
+                "give --artifact-store-uri",
+                2,
+            )
+        role = iam.get_role(clients, config.server_role_name)
+        return (str(role["Arn"]) if role else ""), False
+    storage.bucket(clients, plan, config.bucket)
+    arn, fresh = iam.role(
+        clients, plan, account, config.server_role_name, policies.server_trust(), merge=False
+    )
+    access = policies.server_access(
+        policies.partition(clients.region), config.bucket, config.prefix
+    )
+    iam.inline_policy(clients, plan, config.server_role_name, SERVER_POLICY, access)
+    return arn, fresh
+
+
+def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> None:
+    """The Pods' policy and role: least privilege on this server and its artifact prefix."""
+    part = policies.partition(clients.region)
+    bucket, prefix = config.bucket, config.prefix
+    if not bucket:
+        described = (
+            tracking.describe(clients, config.tracking_server_name)
+            if not config.tracking_server_arn
+            else None
+        )
+        uri = str((described or {}).get("ArtifactStoreUri", ""))
+        bucket, _, rest = uri.removeprefix("s3://").partition("/")
+        prefix = rest if not rest or rest.endswith("/") else rest + "/"
+    doc = policies.pod_access(part, plan.tracking_arn, bucket, prefix)
+    policy_arn = iam.managed_policy(clients, plan, account, config.pod_policy_name, doc)
+    namespaces = list(config.trust_namespaces)
+    if config.credentials == "irsa":
+        if not config.cluster_name:
+            raise BootstrapError(
+                "--credentials irsa needs --cluster-name to find the OIDC issuer", 2
+            )
+        issuer = clients.eks.describe_cluster(name=config.cluster_name)["cluster"]["identity"][
+            "oidc"
+        ]["issuer"]
+        provider = iam.oidc_provider(clients, plan, account, issuer)
+        host = issuer.removeprefix("https://")
+        statement = policies.irsa_statement(provider, host, config.service_account, namespaces)
+    else:
+        statement = policies.pod_identity_statement()
+    arn, _ = iam.role(
+        clients, plan, account, config.pod_role_name, policies.document(statement), merge=True
+    )
+    plan.pod_role_arn = arn
+    iam.attachment(clients, plan, config.pod_role_name, policy_arn)
+    if config.credentials == "pod-identity":
+        _associations(clients, plan, config, arn)
+
+
+def _associations(clients: Clients, plan: Plan, config: BootstrapConfig, role_arn: str) -> None:
+    if not config.cluster_name:
+        raise BootstrapError("--credentials pod-identity needs --cluster-name", 2)
+    for namespace in config.trust_namespaces:
+        name = f"{namespace}/{config.service_account}"
+        found = clients.eks.list_pod_identity_associations(
+            clusterName=config.cluster_name,
+            namespace=namespace,
+            serviceAccount=config.service_account,
+        )["associations"]
+        if found:
+            plan.add("eks-pod-identity", name, "ok")
+            continue
+        plan.add("eks-pod-identity", name, "create")
+        if not plan.dry_run:
+            clients.eks.create_pod_identity_association(
+                clusterName=config.cluster_name,
+                namespace=namespace,
+                serviceAccount=config.service_account,
+                roleArn=role_arn,
+            )

@@ -1,0 +1,70 @@
+"""What the bootstrap is asked to ensure."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from webhook.core.settings import ConfigError
+
+_S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
+SIZES = ("Small", "Medium", "Large")
+
+
+@dataclass(frozen=True)
+class BootstrapConfig:
+    region: str | None = None
+    cluster_name: str | None = None
+    tracking_server_name: str = "mlflow-tracking"
+    artifact_store_uri: str | None = None
+    tracking_server_size: str = "Small"
+    mlflow_version: str | None = None
+    automatic_model_registration: bool = False
+    tags: dict[str, str] = field(default_factory=dict)
+    pod_role_name: str = "SM_MLFLOW_ACCESS_ROLE"
+    pod_policy_name: str = "SageMakerMlFlowAccessPolicy"
+    server_role_name: str = "mlflow-webhook-tracking-server"
+    service_account: str = "sagemaker-mlflow-sa"
+    trust_namespaces: tuple[str, ...] = ("*",)
+    credentials: str = "irsa"
+    tracking_server_arn: str | None = None
+    dry_run: bool = False
+    wait: bool = False
+    # How long to poll a server that is still being created, and how long to wait out IAM's
+    # eventual consistency before a just-created role can be passed to SageMaker.
+    wait_timeout: float = 3600.0
+    poll_cap_seconds: float = 30.0
+    role_propagation_seconds: float = 90.0
+
+    def __post_init__(self) -> None:
+        if self.tracking_server_size not in SIZES:
+            raise ConfigError(f"--tracking-server-size must be one of {', '.join(SIZES)}")
+        if self.artifact_store_uri and not _S3.match(self.artifact_store_uri):
+            raise ConfigError(
+                f"--artifact-store-uri {self.artifact_store_uri!r} must look like s3://bucket/prefix"
+            )
+        if self.credentials == "pod-identity" and "*" in self.trust_namespaces:
+            raise ConfigError(
+                "--credentials pod-identity needs the namespaces listed in --trust-namespaces"
+            )
+
+    @property
+    def bucket(self) -> str:
+        match = _S3.match(self.artifact_store_uri or "")
+        return match["bucket"] if match else ""
+
+    @property
+    def prefix(self) -> str:
+        match = _S3.match(self.artifact_store_uri or "")
+        prefix = (match["prefix"] or "") if match else ""
+        return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def parse_tags(raw: list[str]) -> dict[str, str]:
+    tags = {}
+    for item in raw:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--tag {item!r} must be KEY=VALUE")
+        tags[key] = value
+    return tags

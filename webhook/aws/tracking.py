@@ -1,0 +1,202 @@
+"""The SageMaker MLflow tracking server: create, start, verify, wait, and a presigned UI URL."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+from webhook.aws.clients import BootstrapError, Clients, code
+from webhook.aws.config import BootstrapConfig
+from webhook.core import policies
+from webhook.core.plans import Plan
+
+READY = frozenset({"Created", "Started", "Updated", "MaintenanceComplete"})
+
+
+def arn_for(clients: Clients, account: str, name: str) -> str:
+    part = policies.partition(clients.region)
+    return f"arn:{part}:sagemaker:{clients.region}:{account}:mlflow-tracking-server/{name}"
+
+
+def describe(clients: Clients, name: str) -> dict[str, Any] | None:
+    try:
+        return dict(clients.sagemaker.describe_mlflow_tracking_server(TrackingServerName=name))
+    except ClientError as error:
+        if code(error) == "ResourceNotFound":
+            return None
+        raise
+
+
+def ensure(
+    clients: Clients,
+    plan: Plan,
+    config: BootstrapConfig,
+    account: str,
+    role_arn: str,
+    role_is_new: bool,
+    sleep: Callable[[float], None] = time.sleep,
+) -> None:
+    name = config.tracking_server_name
+    current = describe(clients, name)
+    if current is None:
+        if not config.artifact_store_uri:
+            raise BootstrapError(
+                f"tracking server {name} does not exist: give --artifact-store-uri", 2
+            )
+        plan.add(
+            "tracking-server",
+            name,
+            "create",
+            f"{config.tracking_server_size}, {config.artifact_store_uri}",
+        )
+        plan.tracking_arn, plan.tracking_status = arn_for(clients, account, name), "Creating"
+        if not plan.dry_run:
+            plan.tracking_arn = _create(clients, config, role_arn, role_is_new, sleep)
+        return
+    plan.tracking_arn = str(current["TrackingServerArn"])
+    status = plan.tracking_status = str(current["TrackingServerStatus"])
+    if status.endswith("Failed"):
+        raise BootstrapError(
+            f"tracking server {name} is {status}; SageMaker reports no further reason "
+            "through its API: see the SageMaker console or CloudTrail"
+        )
+    if status in ("Stopped", "Stopping"):
+        plan.add("tracking-server", name, "start", f"was {status}")
+        if not plan.dry_run:
+            if status == "Stopping":
+                _poll(clients, name, {"Stopped"}, config, sleep)
+            clients.sagemaker.start_mlflow_tracking_server(TrackingServerName=name)
+            plan.tracking_status = "Starting"
+        return
+    drift = _drift(current, config)
+    if drift:
+        plan.add("tracking-server", name, "update", ", ".join(sorted(drift)))
+        if not plan.dry_run:
+            clients.sagemaker.update_mlflow_tracking_server(TrackingServerName=name, **drift)
+            plan.tracking_status = "Updating"
+        return
+    plan.add("tracking-server", name, "ok" if status in READY else "wait", status)
+
+
+def _drift(current: dict[str, Any], config: BootstrapConfig) -> dict[str, Any]:
+    wanted: dict[str, Any] = {
+        "TrackingServerSize": config.tracking_server_size,
+        "AutomaticModelRegistration": config.automatic_model_registration,
+    }
+    if config.artifact_store_uri:
+        wanted["ArtifactStoreUri"] = config.artifact_store_uri
+    return {k: v for k, v in wanted.items() if current.get(k) is not None and current.get(k) != v}
+
+
+def _create(
+    clients: Clients,
+    config: BootstrapConfig,
+    role_arn: str,
+    role_is_new: bool,
+    sleep: Callable[[float], None],
+) -> str:
+    request: dict[str, Any] = {
+        "TrackingServerName": config.tracking_server_name,
+        "ArtifactStoreUri": config.artifact_store_uri,
+        "RoleArn": role_arn,
+        "TrackingServerSize": config.tracking_server_size,
+        "AutomaticModelRegistration": config.automatic_model_registration,
+        "Tags": [
+            {"Key": k, "Value": v}
+            for k, v in {"app.kubernetes.io/managed-by": "mlflow-webhook", **config.tags}.items()
+        ],
+    }
+    if config.mlflow_version:
+        request["MlflowVersion"] = config.mlflow_version
+    deadline = time.monotonic() + config.role_propagation_seconds
+    delay = 1.0
+    while True:
+        try:
+            return str(
+                clients.sagemaker.create_mlflow_tracking_server(**request)["TrackingServerArn"]
+            )
+        except ClientError as error:
+            message = str(error).lower()
+            if code(error) == "ResourceInUse" or "already exists" in message:
+                # Another replica created it first: use theirs.
+                found = describe(clients, config.tracking_server_name)
+                if found is not None:
+                    return str(found["TrackingServerArn"])
+                raise
+            # A just-created execution role is not yet visible to SageMaker for a while.
+            not_ready = (
+                code(error) == "ValidationException" and "assume" in message and "role" in message
+            )
+            if not (not_ready and time.monotonic() < deadline):
+                raise
+        sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
+def _poll(
+    clients: Clients,
+    name: str,
+    until: set[str],
+    config: BootstrapConfig,
+    sleep: Callable[[float], None],
+    progress: Callable[[str], None] | None = None,
+) -> str:
+    started = time.monotonic()
+    delay = 1.0
+    while True:
+        current = describe(clients, name)
+        status = str(current["TrackingServerStatus"]) if current else "missing"
+        elapsed = time.monotonic() - started
+        if progress:
+            progress(
+                f"tracking server {name}: {status} ({int(elapsed) // 60}m{int(elapsed) % 60:02d}s)"
+            )
+        if status in until:
+            return status
+        if status.endswith("Failed") or status == "missing":
+            raise BootstrapError(
+                f"tracking server {name} is {status}; SageMaker reports no further reason "
+                "through its API: see the SageMaker console or CloudTrail"
+            )
+        if elapsed > config.wait_timeout:
+            raise BootstrapError(f"tracking server {name} still {status} after {int(elapsed)}s")
+        sleep(delay)
+        delay = min(delay * 1.5, config.poll_cap_seconds)
+
+
+def wait_ready(
+    clients: Clients,
+    config: BootstrapConfig,
+    progress: Callable[[str], None],
+    sleep: Callable[[float], None] = time.sleep,
+) -> str:
+    return _poll(clients, config.tracking_server_name, set(READY), config, sleep, progress)
+
+
+def verify_existing(clients: Clients, plan: Plan, arn: str) -> None:
+    """`--tracking-server-arn`: use what is there, change nothing."""
+    kind, _, name = arn.split(":", 5)[5].partition("/")
+    if kind == "mlflow-app":
+        found = clients.sagemaker.describe_mlflow_app(Arn=arn)
+        status = str(found.get("Status", "unknown"))
+    else:
+        current = describe(clients, name)
+        if current is None:
+            raise BootstrapError(f"tracking server {arn} does not exist")
+        status = str(current["TrackingServerStatus"])
+    plan.tracking_arn, plan.tracking_status = arn, status
+    plan.add(
+        kind, name, "ok" if not status.endswith("Failed") else "wait", f"verified only; {status}"
+    )
+
+
+def ui_url(clients: Clients, name: str, expires: int = 300, session: int = 43200) -> str:
+    response = clients.sagemaker.create_presigned_mlflow_tracking_server_url(
+        TrackingServerName=name,
+        ExpiresInSeconds=expires,
+        SessionExpirationDurationInSeconds=session,
+    )
+    return str(response["AuthorizedUrl"])

@@ -1,0 +1,66 @@
+"""The bootstrap's plan: each resource and what was, or would be, done to it; a table or JSON."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+import orjson
+
+Action = Literal["ok", "create", "update", "start", "wait"]
+
+
+@dataclass(frozen=True)
+class Step:
+    resource: str
+    name: str
+    action: Action
+    detail: str = ""
+
+
+@dataclass
+class Plan:
+    dry_run: bool
+    steps: list[Step] = field(default_factory=list)
+    tracking_arn: str = ""
+    tracking_status: str = ""
+    pod_role_arn: str = ""
+    writes: list[str] = field(default_factory=list)
+
+    def add(self, resource: str, name: str, action: Action, detail: str = "") -> None:
+        self.steps.append(Step(resource, name, action, detail))
+
+    @property
+    def changes(self) -> int:
+        return sum(step.action != "ok" for step in self.steps)
+
+    def as_json(self) -> str:
+        data: dict[str, Any] = {
+            "dryRun": self.dry_run,
+            "steps": [asdict(step) for step in self.steps],
+            "trackingServerArn": self.tracking_arn,
+            "trackingServerStatus": self.tracking_status,
+            "podRoleArn": self.pod_role_arn,
+            "writeCalls": self.writes,
+        }
+        return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+
+    def as_table(self) -> str:
+        rows = [("RESOURCE", "NAME", "ACTION", "DETAIL")]
+        rows += [(s.resource, s.name, s.action, s.detail) for s in self.steps]
+        widths = [max(len(row[i]) for row in rows) for i in range(3)]
+        lines = [
+            "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+            + f"  {row[3]}"
+            for row in rows
+        ]
+        verb = "would change" if self.dry_run else "changed"
+        counts = f"{self.changes} of {len(self.steps)} resources {verb}"
+        lines.append(f"\n{counts}; {len(self.writes)} write calls")
+        if self.tracking_arn:
+            lines.append(
+                f"tracking server: {self.tracking_arn} ({self.tracking_status or 'unknown'})"
+            )
+        if self.pod_role_arn:
+            lines.append(f"pod role: {self.pod_role_arn}")
+        return "\n".join(line.rstrip() for line in lines)
