@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import socket
 import statistics
 import subprocess
 import sys
@@ -24,17 +23,11 @@ from typing import Any
 import orjson
 
 from benchmarks import bodies
-from tests.support import ROLE_ARN, TRACKING_ARN, settings
+from tests.support import ROLE_ARN, TRACKING_ARN, free_port, settings
 from webhook.core.reviews import admit, parse
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 
 HERE = Path(__file__).parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -60,7 +60,7 @@ class WebhookProcess:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for entry in self.logs:
-                if entry.get("msg") == "serving":
+                if entry.get("msg") == "listening":
                     return int(entry["ports"][0])
             if self.proc.poll() is not None:
                 break

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import copy
 import json
+import socket
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,12 @@ STATUS_KEY = "mlflow-webhook.io/status"
 TRACKING_ARN = "arn:aws:sagemaker:us-west-2:111122223333:mlflow-tracking-server/mlflow-tracking"
 ROLE_ARN = "arn:aws:iam::111122223333:role/SM_MLFLOW_ACCESS_ROLE"
 DEFAULT_SETTINGS: dict[str, Any] = {"tracking_uri": TRACKING_ARN, "role_arn": ROLE_ARN}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 def settings(**overrides: Any) -> Settings:

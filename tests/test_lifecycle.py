@@ -155,7 +155,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
             {},
             "is not an IAM role ARN",
         ),
-        (["serve"], {}, "tracking URI is required"),
+        (["serve", "--artifact-store-uri", "ftp://x"], {}, "must look like s3://bucket/prefix"),
         (["serve"], {"MLFLOW_WEBHOOK_PORT": "https"}, "MLFLOW_WEBHOOK_PORT='https'"),
         (["serve"], {"MLFLOW_WEBHOOK_SELF_SIGNED": "perhaps"}, "must be true or false"),
         (

@@ -6,24 +6,19 @@ from __future__ import annotations
 
 import base64
 import json
-import logging
-import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-import boto3
-from moto.server import ThreadedMotoServer
-
+from tests.aws.moto import REGION, Moto
 from tests.e2e import venv
 from tests.e2e.front import Front
 from tests.servers import WebhookProcess
-from tests.support import apply, decode_patch, review_for
+from tests.support import apply, decode_patch, free_port, review_for
 
 ACCOUNT = "123456789012"  # moto's default account
-REGION = "us-west-2"
 BUCKET = "mlflow-artifacts"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/SM_MLFLOW_ACCESS_ROLE"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"
@@ -32,36 +27,6 @@ OIDC = "oidc.eks.us-west-2.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
 TRAIN = Path(__file__).with_name("train.py")
 # Every container runtime gives a process these; nothing else reaches the "container".
 RUNTIME_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Moto:
-    """A real moto server over HTTP on loopback; boto3 reaches it only through endpoint URLs."""
-
-    def __init__(self) -> None:
-        # moto's werkzeug logs every request; the tests and the demo read their own output.
-        logging.getLogger("werkzeug").setLevel(logging.ERROR)
-        self.port = free_port()
-        self.server = ThreadedMotoServer(ip_address="127.0.0.1", port=self.port, verbose=False)
-        self.server.start()
-        self.url = f"http://127.0.0.1:{self.port}"
-
-    def client(self, service: str) -> Any:
-        return boto3.client(
-            service,
-            endpoint_url=self.url,
-            region_name=REGION,
-            aws_access_key_id="testing",
-            aws_secret_access_key="testing",
-        )
-
-    def stop(self) -> None:
-        self.server.stop()
 
 
 def provision(moto: Moto) -> None:

@@ -10,11 +10,9 @@ and records what it saw so a test can show which credentials were used.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import hmac
 import re
-import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -24,6 +22,8 @@ from aiohttp import web
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
+
+from tests.threaded import ThreadedApp
 
 _AUTH = re.compile(
     r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
@@ -68,34 +68,22 @@ class Front:
         self.lookup = lookup
         self.seen: list[Seen] = []
         self.rejected: list[str] = []
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self.url = ""
 
     def start(self) -> str:
-        self._thread.start()
-        self.url = asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
-        return self.url
-
-    async def _start(self) -> str:
-        self._session = aiohttp.ClientSession(auto_decompress=False)
+        self._session: aiohttp.ClientSession | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._runner = web.AppRunner(app, access_log=None)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        port = self._runner.addresses[0][1]
-        return f"http://127.0.0.1:{port}"
+        self._server = ThreadedApp(app, on_stop=self._close)
+        self.url = self._server.start()
+        return self.url
+
+    async def _close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
 
     def stop(self) -> None:
-        async def close() -> None:
-            await self._session.close()
-            await self._runner.cleanup()
-
-        asyncio.run_coroutine_threadsafe(close(), self._loop).result(30)
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(10)
+        self._server.stop()
 
     def _deny(self, reason: str) -> web.Response:
         self.rejected.append(reason)
@@ -157,6 +145,8 @@ class Front:
         return str(auth.signature(auth.string_to_sign(aws, canonical), aws))
 
     async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(auto_decompress=False)
         headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
         async with self._session.request(
             request.method, self.upstream + request.raw_path, data=body, headers=headers

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,7 +14,11 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 @dataclass(frozen=True)
 class ServeConfig:
-    settings: Settings
+    """`settings`, or `prepare`: work that yields them at startup, off the request path (the AWS
+    bootstrap when no tracking URI is given). The server is ready once settings exist."""
+
+    settings: Settings | None
+    prepare: Callable[[], Settings] | None = None
     host: str = "0.0.0.0"
     port: int = 8443
     cert_dir: Path = Path("certs")

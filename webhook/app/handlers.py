@@ -14,7 +14,8 @@ from aiohttp import web
 from webhook.app.config import ServeConfig
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
-from webhook.core.reviews import BadReview, admit, parse
+from webhook.core.reviews import BadReview, admit, parse, respond
+from webhook.core.settings import Settings
 
 log = logging.getLogger("webhook.admission")
 events = Events("webhook.admission")
@@ -26,6 +27,7 @@ JSON_HEADERS = {"Content-Type": "application/json", "Server": "mlflow-webhook"}
 class State:
     config: ServeConfig
     metrics: Metrics = field(default_factory=Metrics)
+    settings: Settings | None = None
     ready: bool = False
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -57,7 +59,12 @@ async def mutate(request: web.Request) -> web.Response:
         req = parse(review)
     except BadReview as exc:
         return _invalid(state, 400, str(exc))
-    result = admit(req, state.config.settings)
+    if state.settings is None:
+        # Readiness keeps the API server away until startup is done; answer safely regardless.
+        warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
+        state.metrics.admissions.labels("error", "not-ready").inc()
+        return _json(respond(req["uid"], [], [warning]))
+    result = admit(req, state.settings)
     elapsed = time.perf_counter() - started
     state.metrics.admissions.labels(result.outcome, result.reason).inc()
     state.metrics.latency.observe(elapsed)

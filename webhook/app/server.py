@@ -6,13 +6,16 @@ import asyncio
 import gc
 import logging
 import signal
-from collections.abc import AsyncIterator
+import threading
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 from aiohttp import web
 
 from webhook.app import handlers
 from webhook.app.config import ServeConfig
 from webhook.app.handlers import STATE, State
+from webhook.core.settings import Settings
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
 from webhook.tls.context import ReloadingContext
 
@@ -25,7 +28,7 @@ def create_app(config: ServeConfig) -> web.Application:
         client_max_size=config.max_body_bytes,
         middlewares=[handlers.guard],
     )
-    app[STATE] = State(config)
+    app[STATE] = State(config, settings=config.settings)
     _ensure_certs(config)
     app[TLS] = ReloadingContext(config.cert_dir)
     app.router.add_post("/mutate", handlers.mutate)
@@ -80,7 +83,7 @@ async def _certificates(app: web.Application) -> AsyncIterator[None]:
     task.cancel()
 
 
-async def serve(config: ServeConfig) -> None:
+async def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
     app = create_app(config)
     tls = app[TLS]
@@ -93,23 +96,34 @@ async def serve(config: ServeConfig) -> None:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ports = sorted({address[1] for address in runner.addresses})
-    # Everything loaded so far lives as long as the process: keep the collector from
-    # walking it again on every full collection.
-    gc.collect()
-    gc.freeze()
-    app[STATE].ready = True
-    log.info(
-        "serving",
-        extra={
-            "host": config.host,
-            "ports": ports,
-            "cert_dir": str(config.cert_dir),
-            "tracking_uri": config.settings.tracking.uri,
-            "credentials": config.settings.credentials,
-        },
-    )
-    await stop.wait()
     state = app[STATE]
+    log.info(
+        "listening", extra={"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
+    )
+    failed = False
+    if state.settings is None and config.prepare is not None:
+        try:
+            state.settings = await _prepare(config.prepare, stop)
+        except Exception as exc:  # noqa: BLE001 - reported in one line, then a clean exit
+            log.error("startup failed: %s", exc)
+            failed = True
+    if state.settings is not None:
+        # Everything loaded so far lives as long as the process: keep the collector from
+        # walking it again on every full collection.
+        gc.collect()
+        gc.freeze()
+        state.ready = True
+        log.info(
+            "serving",
+            extra={
+                "host": config.host,
+                "ports": ports,
+                "cert_dir": str(config.cert_dir),
+                "tracking_uri": state.settings.tracking.uri,
+                "credentials": state.settings.credentials,
+            },
+        )
+        await stop.wait()
     state.ready = False
     log.info("shutting down; finishing requests in flight", extra={"in_flight": state.in_flight})
     # Stop accepting first, then let every started request finish, bodies still arriving
@@ -124,3 +138,41 @@ async def serve(config: ServeConfig) -> None:
             )
     await runner.cleanup()
     log.info("stopped")
+    return 1 if failed else 0
+
+
+async def _prepare(prepare: Callable[[], Settings], stop: asyncio.Event) -> Settings | None:
+    """Run startup work in a thread while /healthz answers; SIGTERM ends the wait.
+
+    A daemon thread, not the loop's executor: an hour-long wait for a tracking server must not
+    hold the process open after SIGTERM.
+    """
+    loop = asyncio.get_running_loop()
+    work: asyncio.Future[Settings] = loop.create_future()
+
+    def run() -> None:
+        try:
+            result = prepare()
+        except BaseException as exc:  # noqa: BLE001 - handed to the loop, raised there
+            loop.call_soon_threadsafe(_settle, work, None, exc)
+        else:
+            loop.call_soon_threadsafe(_settle, work, result, None)
+
+    threading.Thread(target=run, name="prepare", daemon=True).start()
+    stopping: asyncio.Future[Any] = asyncio.ensure_future(stop.wait())
+    done, _ = await asyncio.wait([work, stopping], return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    if work in done:
+        return work.result()
+    return None
+
+
+def _settle(
+    future: asyncio.Future[Settings], result: Settings | None, error: BaseException | None
+) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)  # type: ignore[arg-type]

@@ -3,6 +3,7 @@ write call, and errors turned into one line a person can act on."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import boto3
@@ -30,7 +31,8 @@ class Clients:
     """One client per service, sharing a record of the operations called."""
 
     def __init__(self, region: str | None, dry_run: bool) -> None:
-        self.session = boto3.session.Session(region_name=region)
+        # botocore reads AWS_DEFAULT_REGION; EKS and the pod-identity webhook also set AWS_REGION.
+        self.session = boto3.session.Session(region_name=region or os.environ.get("AWS_REGION"))
         if not self.session.region_name:
             raise BootstrapError("no AWS region: give --region or set AWS_REGION", exit_code=2)
         self.region: str = self.session.region_name

@@ -193,10 +193,16 @@ def verify_existing(clients: Clients, plan: Plan, arn: str) -> None:
     )
 
 
-def ui_url(clients: Clients, name: str, expires: int = 300, session: int = 43200) -> str:
-    response = clients.sagemaker.create_presigned_mlflow_tracking_server_url(
-        TrackingServerName=name,
-        ExpiresInSeconds=expires,
-        SessionExpirationDurationInSeconds=session,
-    )
+def ui_url(
+    clients: Clients, name: str, arn: str | None, expires: int = 300, session: int = 43200
+) -> str:
+    """A presigned URL for the UI of a tracking server (by name or ARN) or an MLflow App."""
+    timing = {"ExpiresInSeconds": expires, "SessionExpirationDurationInSeconds": session}
+    if arn and ":mlflow-app/" in arn:
+        response = clients.sagemaker.create_presigned_mlflow_app_url(Arn=arn, **timing)
+    else:
+        name = arn.rsplit("/", 1)[-1] if arn else name
+        response = clients.sagemaker.create_presigned_mlflow_tracking_server_url(
+            TrackingServerName=name, **timing
+        )
     return str(response["AuthorizedUrl"])

@@ -4,25 +4,36 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import logging
 import sys
 from pathlib import Path
 
 import yaml
+from botocore.exceptions import BotoCoreError, ClientError
 
 from webhook import __version__
 from webhook.app.config import ServeConfig
 from webhook.app.logs import configure
 from webhook.app.server import serve
+from webhook.aws import bootstrap, tracking
+from webhook.aws.clients import BootstrapError, Clients, explain
 from webhook.cli.options import (
     Parser,
     add,
+    add_bootstrap_flags,
     add_mutation_flags,
     add_serve_flags,
+    bootstrap_config_from,
     fail,
     settings_from,
 )
+from webhook.core import policies
+from webhook.core.settings import Settings
 from webhook.core.templates import inject_documents
 from webhook.tls.certs import CA_FILE, LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
+
+log = logging.getLogger("webhook.bootstrap")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -33,6 +44,29 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("serve", help="serve the mutating admission webhook over HTTPS")
     add_mutation_flags(p)
     add_serve_flags(p)
+    add_bootstrap_flags(p, standalone=False)
+
+    p = commands.add_parser("bootstrap", help="ensure the IAM pieces and the tracking server exist")
+    add_bootstrap_flags(p, standalone=True)
+
+    p = commands.add_parser(
+        "iam-policy", help="print the least-privilege policy the bootstrap needs"
+    )
+    add_bootstrap_flags(p, standalone=True)
+    add(p, "--account", help="AWS account ID (default: the caller's, from STS)")
+    add(
+        p,
+        "--serve",
+        action="store_true",
+        default=False,
+        help="print instead what serve needs once bootstrap has run: reads only",
+    )
+
+    p = commands.add_parser("ui-url", help="print a presigned URL for the tracking server's UI")
+    add(p, "--region", help="AWS region (default: the SDK's own resolution)")
+    add(p, "--tracking-server-name", default="mlflow-tracking", help="tracking server")
+    add(p, "--tracking-server-arn", help="tracking server or MLflow App ARN (overrides the name)")
+    add(p, "--expires-seconds", type=int, default=300, help="how long the URL may be used (5-300)")
 
     p = commands.add_parser(
         "inject", help="inject into manifests offline, like istioctl kube-inject"
@@ -64,12 +98,51 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "inject":
         return _inject(args)
+    if args.command in ("bootstrap", "iam-policy", "ui-url"):
+        try:
+            return int(
+                {"bootstrap": _bootstrap, "iam-policy": _iam_policy, "ui-url": _ui_url}[
+                    args.command
+                ](args)
+            )
+        except BootstrapError as exc:
+            print(f"mlflow-webhook: error: {exc}", file=sys.stderr)
+            return exc.exit_code
     return _certs(args)
 
 
 def _serve(args: argparse.Namespace) -> int:
+    settings, prepare = None, None
+    if args.tracking_uri:
+        settings = settings_from(args)
+    else:
+        # No tracking URI: ensure (or find) the tracking server first, off the request path.
+        plan_config = bootstrap_config_from(args)
+
+        def prepare() -> Settings:
+            plan = bootstrap.run(plan_config, progress=lambda line: log.info(line))
+            log.info(
+                "bootstrap done",
+                extra={
+                    "steps": [vars(s) for s in plan.steps],
+                    "tracking_server_arn": plan.tracking_arn,
+                },
+            )
+            args.tracking_uri = plan.tracking_arn
+            if plan_config.credentials == "irsa":
+                args.credentials, args.role_arn = "irsa", args.role_arn or plan.pod_role_arn
+            return Settings.create(
+                tracking_uri=plan.tracking_arn,
+                credentials=args.credentials or plan_config.credentials,
+                role_arn=args.role_arn,
+                service_account=args.service_account,
+                service_account_policy=args.service_account_policy,
+                prefix=args.prefix,
+            )
+
     config = ServeConfig(
-        settings=settings_from(args),
+        settings=settings,
+        prepare=prepare,
         host=args.host,
         port=args.port,
         cert_dir=Path(args.cert_dir),
@@ -81,11 +154,52 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure(args.log_level)
     try:
-        asyncio.run(serve(config))
+        return asyncio.run(serve(config))
     except FileNotFoundError as exc:
         fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    return 0
+
+
+def _bootstrap(args: argparse.Namespace) -> int:
+    config = bootstrap_config_from(args)
+    plan = bootstrap.run(config, progress=lambda line: print(line, file=sys.stderr))
+    print(plan.as_json() if args.output == "json" else plan.as_table())
+    return 0
+
+
+def _iam_policy(args: argparse.Namespace) -> int:
+    config = bootstrap_config_from(args, dry_run=True)
+    clients = Clients(config.region, dry_run=True)
+    account = args.account or str(clients.sts.get_caller_identity()["Account"])
+    names = {
+        "pod_role": config.pod_role_name,
+        "server_role": config.server_role_name,
+        "pod_policy": config.pod_policy_name,
+        "tracking_server": config.tracking_server_name,
+    }
+    part = policies.partition(clients.region)
+    doc = policies.bootstrap_identity(part, clients.region, account, names, config.bucket or "*")
+    print(json.dumps(policies.read_only(doc) if args.serve else doc, indent=2))
+    return 0
+
+
+def _ui_url(args: argparse.Namespace) -> int:
+    clients = Clients(args.region, dry_run=False)
+    if not 5 <= args.expires_seconds <= 300:
+        raise BootstrapError("--expires-seconds must be between 5 and 300", 2)
+    try:
+        url = tracking.ui_url(
+            clients, args.tracking_server_name, args.tracking_server_arn, args.expires_seconds
+        )
+    except (ClientError, BotoCoreError) as error:
+        raise explain(error, f"tracking server {args.tracking_server_name}") from error
+    print(url)
+    print(
+        f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -9,6 +9,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from webhook.app.config import DEFAULT_MAX_BODY_BYTES
+from webhook.aws.config import BootstrapConfig, parse_tags
 from webhook.core.settings import CREDENTIALS, SERVICE_ACCOUNT_POLICIES, ConfigError, Settings
 
 ENV_PREFIX = "MLFLOW_WEBHOOK_"
@@ -35,6 +36,8 @@ def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any)
             if word not in _TRUE | _FALSE:
                 fail(f"{name}={raw!r} must be true or false")
             kwargs["default"] = word in _TRUE
+    elif raw is not None and kwargs.get("action") == "append":
+        kwargs["default"] = [item.strip() for item in raw.split(",") if item.strip()]
     elif raw is not None:
         convert: Callable[[str], Any] = kwargs.get("type", str)
         try:
@@ -148,3 +151,118 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         choices=("debug", "info", "warning", "error"),
         help="log level",
     )
+
+
+def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) -> None:
+    """The bootstrap's inputs. `serve` shares --credentials and --service-account with injection."""
+    add(parser, "--region", help="AWS region (default: the SDK's own resolution)")
+    add(parser, "--cluster-name", help="EKS cluster whose OIDC issuer the IRSA role trusts")
+    add(
+        parser,
+        "--tracking-server-name",
+        default="mlflow-tracking",
+        help="tracking server to ensure",
+    )
+    add(parser, "--artifact-store-uri", help="s3://bucket/prefix for artifacts (needed to create)")
+    add(
+        parser,
+        "--tracking-server-size",
+        default="Small",
+        choices=("Small", "Medium", "Large"),
+        help="tracking server size",
+    )
+    add(parser, "--mlflow-version", help="MLflow version of a new server (default: AWS chooses)")
+    add(
+        parser,
+        "--automatic-model-registration",
+        action="store_true",
+        default=False,
+        help="register models in SageMaker Model Registry automatically",
+    )
+    add(
+        parser,
+        "--tag",
+        action="append",
+        default=[],
+        help="KEY=VALUE tag for the server; repeatable",
+    )
+    add(parser, "--pod-role-name", default="SM_MLFLOW_ACCESS_ROLE", help="IAM role the Pods assume")
+    add(
+        parser,
+        "--pod-policy-name",
+        default="SageMakerMlFlowAccessPolicy",
+        help="the Pods' IAM policy",
+    )
+    add(
+        parser,
+        "--server-role-name",
+        default="mlflow-webhook-tracking-server",
+        help="execution role of the tracking server",
+    )
+    add(
+        parser,
+        "--trust-namespaces",
+        default="*",
+        help="namespaces whose ServiceAccount may assume the pod role, comma-separated; * for all",
+    )
+    add(
+        parser,
+        "--tracking-server-arn",
+        help="use this existing tracking server or MLflow App; only verify it",
+    )
+    add(
+        parser,
+        "--wait",
+        action="store_true",
+        default=False,
+        help="wait until the tracking server is usable (creation takes 20-25 minutes)",
+    )
+    if standalone:
+        add(
+            parser,
+            "--credentials",
+            choices=CREDENTIALS,
+            default="irsa",
+            help="how Pods get AWS credentials",
+        )
+        add(
+            parser,
+            "--service-account",
+            default="sagemaker-mlflow-sa",
+            help="ServiceAccount the role trusts",
+        )
+        add(
+            parser,
+            "--dry-run",
+            action="store_true",
+            default=False,
+            help="print the plan; change nothing",
+        )
+        add(parser, "--output", choices=("table", "json"), default="table", help="plan format")
+
+
+def bootstrap_config_from(args: argparse.Namespace, *, dry_run: bool = False) -> BootstrapConfig:
+    try:
+        return BootstrapConfig(
+            region=args.region,
+            cluster_name=args.cluster_name,
+            tracking_server_name=args.tracking_server_name,
+            artifact_store_uri=args.artifact_store_uri,
+            tracking_server_size=args.tracking_server_size,
+            mlflow_version=args.mlflow_version,
+            automatic_model_registration=args.automatic_model_registration,
+            tags=parse_tags(args.tag),
+            pod_role_name=args.pod_role_name,
+            pod_policy_name=args.pod_policy_name,
+            server_role_name=args.server_role_name,
+            service_account=args.service_account,
+            trust_namespaces=tuple(
+                n.strip() for n in args.trust_namespaces.split(",") if n.strip()
+            ),
+            credentials=args.credentials or "irsa",
+            tracking_server_arn=args.tracking_server_arn,
+            dry_run=dry_run or getattr(args, "dry_run", False),
+            wait=args.wait,
+        )
+    except ConfigError as exc:
+        fail(str(exc))

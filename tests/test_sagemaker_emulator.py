@@ -1,0 +1,158 @@
+"""The SageMaker MLflow emulator keeps to botocore's service model and the real lifecycle."""
+
+from __future__ import annotations
+
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from typing import Any
+
+import boto3
+import pytest
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from tests.aws.sagemaker import SageMakerEmulator
+
+ROLE = "arn:aws:iam::123456789012:role/server"
+
+
+@pytest.fixture
+def emulator() -> Iterator[SageMakerEmulator]:
+    e = SageMakerEmulator()
+    e.start()
+    yield e
+    e.stop()
+
+
+def client(emulator: SageMakerEmulator, validate: bool = True) -> Any:
+    return boto3.client(
+        "sagemaker",
+        endpoint_url=emulator.url,
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(parameter_validation=validate, retries={"max_attempts": 1}),
+    )
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("TrackingServerName", "bad name!", "regular expression pattern"),
+        ("TrackingServerName", "x" * 257, "length less than or equal to 256"),
+        ("TrackingServerSize", "Huge", "enum value set: [Small, Medium, Large]"),
+        ("RoleArn", "arn:aws:iam::1:r", "length greater than or equal to 20"),
+        ("WeeklyMaintenanceWindowStart", "Someday", "regular expression pattern"),
+        ("Tags", [{"Key": "k\u0007", "Value": "v"}], "regular expression pattern"),
+    ],
+)
+def test_requests_are_checked_against_the_model(
+    emulator: SageMakerEmulator, field: str, value: Any, says: str
+) -> None:
+    """What botocore's client leaves unchecked (patterns, enums, maximum lengths) is checked."""
+    request = {
+        "TrackingServerName": "ok",
+        "ArtifactStoreUri": "s3://b/p",
+        "RoleArn": ROLE,
+        field: value,
+    }
+    with pytest.raises(ClientError) as caught:
+        client(emulator, validate=False).create_mlflow_tracking_server(**request)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert says in caught.value.response["Error"]["Message"]
+    assert emulator.servers == {}
+
+
+def test_unicode_letters_pass_tag_patterns(emulator: SageMakerEmulator) -> None:
+    client(emulator).create_mlflow_tracking_server(
+        TrackingServerName="ok",
+        ArtifactStoreUri="s3://b/p",
+        RoleArn=ROLE,
+        Tags=[{"Key": "équipe", "Value": "ML 1"}],
+    )
+
+
+def test_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
+    emulator.transition_seconds = 0.2
+    sm = client(emulator)
+    sm.create_mlflow_tracking_server(
+        TrackingServerName="t", ArtifactStoreUri="s3://b/p", RoleArn=ROLE
+    )
+    assert (
+        sm.describe_mlflow_tracking_server(TrackingServerName="t")["TrackingServerStatus"]
+        == "Creating"
+    )
+    with pytest.raises(ClientError, match="ResourceInUse"):
+        sm.create_mlflow_tracking_server(
+            TrackingServerName="t", ArtifactStoreUri="s3://b/p", RoleArn=ROLE
+        )
+    time.sleep(0.3)
+    assert (
+        sm.describe_mlflow_tracking_server(TrackingServerName="t")["TrackingServerStatus"]
+        == "Created"
+    )
+    sm.stop_mlflow_tracking_server(TrackingServerName="t")
+    assert (
+        sm.describe_mlflow_tracking_server(TrackingServerName="t")["TrackingServerStatus"]
+        == "Stopping"
+    )
+    with pytest.raises(ClientError, match="Cannot start"):
+        sm.start_mlflow_tracking_server(TrackingServerName="t")
+    time.sleep(0.3)
+    sm.start_mlflow_tracking_server(TrackingServerName="t")
+    time.sleep(0.3)
+    assert (
+        sm.describe_mlflow_tracking_server(TrackingServerName="t")["TrackingServerStatus"]
+        == "Started"
+    )
+    with pytest.raises(ClientError) as caught:
+        sm.describe_mlflow_tracking_server(TrackingServerName="missing")
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFound"
+
+
+def test_wire_protocol_is_enforced(emulator: SageMakerEmulator) -> None:
+    def post(headers: dict[str, str]) -> tuple[int, str]:
+        request = urllib.request.Request(
+            emulator.url + "/", data=b"{}", headers=headers, method="POST"
+        )
+        try:
+            with urllib.request.urlopen(request) as r:
+                return r.status, r.read().decode()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read().decode()
+
+    json11 = "application/x-amz-json-1.1"
+    status, body = post(
+        {"X-Amz-Target": "SageMaker.ListMlflowTrackingServers", "Content-Type": json11}
+    )
+    assert (status, "MissingAuthenticationTokenException" in body) == (400, True)
+    status, body = post({"X-Amz-Target": "SageMaker.NoSuchThing", "Content-Type": json11})
+    assert "UnknownOperationException" in body
+    scope = "Credential=AKID/20261126/us-west-2/sagemaker/aws4_request"
+    auth = f"AWS4-HMAC-SHA256 {scope}, SignedHeaders=host, Signature=0"
+    status, body = post(
+        {
+            "X-Amz-Target": "SageMaker.ListMlflowTrackingServers",
+            "Content-Type": "text/plain",
+            "Authorization": auth,
+        }
+    )
+    assert "SerializationException" in body
+
+
+def test_throttling_is_retried_by_botocore(emulator: SageMakerEmulator) -> None:
+    emulator.throttle("ListMlflowTrackingServers", 2)
+    adaptive = boto3.client(
+        "sagemaker",
+        endpoint_url=emulator.url,
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
+    )
+    response = adaptive.list_mlflow_tracking_servers()
+    assert response["ResponseMetadata"]["RetryAttempts"] == 2
+    # Every try reaches the emulator: two throttled, then one served.
+    assert emulator.calls.count("ListMlflowTrackingServers") == 3
