@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from tests.aws.eks import EksPodIdentityEmulator
 from tests.aws.moto import REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.servers import WebhookProcess
@@ -432,3 +433,29 @@ def test_serve_bootstraps_at_startup_and_is_ready_once_usable(
         )
     finally:
         server.stop()
+
+
+def test_pod_identity_trust_and_associations(
+    aws: tuple[Moto, SageMakerEmulator], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    moto, _ = aws
+    eks = EksPodIdentityEmulator(moto.url)
+    monkeypatch.setenv("AWS_ENDPOINT_URL_EKS", eks.start())
+    try:
+        wanted = config(credentials="pod-identity", trust_namespaces=("team-a", "team-b"))
+        plan = bootstrap.run(wanted)
+        assert [s.name for s in plan.steps if s.resource == "eks-pod-identity"] == [
+            "team-a/sagemaker-mlflow-sa",
+            "team-b/sagemaker-mlflow-sa",
+        ]
+        [statement] = role_trust(moto, "SM_MLFLOW_ACCESS_ROLE")["Statement"]
+        assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
+        assert statement["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+        assert [(a["namespace"], a["serviceAccount"], a["roleArn"]) for a in eks.associations] == [
+            ("team-a", "sagemaker-mlflow-sa", plan.pod_role_arn),
+            ("team-b", "sagemaker-mlflow-sa", plan.pod_role_arn),
+        ]
+        assert not [s for s in plan.steps if s.resource == "iam-oidc-provider"]
+        assert bootstrap.run(wanted).writes == []
+    finally:
+        eks.stop()

@@ -22,10 +22,10 @@ import orjson
 from aiohttp import web
 
 from tests.aws.shapes import problems
+from tests.aws.wire import credential_scope
 from tests.threaded import ThreadedApp
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
-_SCOPE = re.compile(r"Credential=[^/]+/\d{8}/(?P<region>[^/]+)/sagemaker/aws4_request")
 SETTLED = {
     "Creating": "Created",
     "Updating": "Updated",
@@ -117,8 +117,8 @@ class SageMakerEmulator:
                 raise Fault(
                     "SerializationException", "Content-Type must be application/x-amz-json-1.1"
                 )
-            scope = _SCOPE.search(request.headers.get("Authorization", ""))
-            if not scope:
+            scope = credential_scope(request.headers.get("Authorization", ""))
+            if scope is None or scope[1] != "sagemaker":
                 raise Fault(
                     "MissingAuthenticationTokenException", "Missing SigV4 Authentication Token"
                 )
@@ -133,7 +133,7 @@ class SageMakerEmulator:
             with self.lock:
                 self.calls.append(operation)
                 self._fault(operation)
-                result = getattr(self, f"_{_snake(operation)}")(body, scope["region"])
+                result = getattr(self, f"_{_snake(operation)}")(body, scope[0])
             output = MODEL.operation_model(operation).output_shape
             wrong = problems(output, result) if output else []
             if wrong:  # the emulator itself is wrong: fail loudly so the test does
