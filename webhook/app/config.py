@@ -13,6 +13,24 @@ DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(frozen=True)
+class ClusterConfig:
+    """How the webhook works with its cluster. Absent: admission only, nothing written."""
+
+    kubeconfig: str | None
+    namespace: str = "mlflow-webhook"
+    webhook_config_name: str = "mlflow-webhook"
+    leader_election: bool = True
+    identity: str = ""
+    lease_name: str = "mlflow-webhook"
+    secret_name: str = "mlflow-webhook-tls"  # noqa: S105 - a Secret's name, not a secret
+    namespace_selector: str = "mlflow-webhook.io/inject=enabled"
+    resync_seconds: float = 300.0
+    lease_seconds: int = 15
+    retry_seconds: float = 2.0
+    lookup_timeout: float = 1.0
+
+
+@dataclass(frozen=True)
 class ServeConfig:
     """`settings`, or `prepare`: work that yields them at startup, off the request path (the AWS
     bootstrap when no tracking URI is given). The server is ready once settings exist."""
@@ -28,3 +46,4 @@ class ServeConfig:
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cert_reload_seconds: float = 10.0
     shutdown_timeout: float = 20.0
+    cluster: ClusterConfig | None = None

@@ -11,10 +11,11 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
-from webhook.core.reviews import BadReview, admit, parse, respond
+from webhook.core.reviews import BadReview, admit, parse, respond, sets_service_account
 from webhook.core.settings import Settings
 
 log = logging.getLogger("webhook.admission")
@@ -28,6 +29,7 @@ class State:
     config: ServeConfig
     metrics: Metrics = field(default_factory=Metrics)
     settings: Settings | None = None
+    cluster: Cluster | None = None
     ready: bool = False
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
@@ -65,6 +67,8 @@ async def mutate(request: web.Request) -> web.Response:
         state.metrics.admissions.labels("error", "not-ready").inc()
         return _json(respond(req["uid"], [], [warning]))
     result = admit(req, state.settings)
+    if sets_service_account(result.patch) and not await _account_exists(state, result.namespace):
+        result = admit(req, state.settings, account_exists=False)
     elapsed = time.perf_counter() - started
     state.metrics.admissions.labels(result.outcome, result.reason).inc()
     state.metrics.latency.observe(elapsed)
@@ -88,6 +92,26 @@ async def mutate(request: web.Request) -> web.Response:
     else:
         events.log(logging.INFO, "admission", fields)
     return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
+
+
+async def _account_exists(state: State, namespace: str) -> bool:
+    """Whether the Pod may be given our ServiceAccount: the cache, else one bounded lookup.
+
+    That lookup on a cache miss is the only API-server call on the request path, for a
+    namespace labelled a moment before its first Pod, before the reconciler has run.
+    """
+    accounts = state.cluster.accounts if state.cluster else None
+    if accounts is None or accounts.known(namespace):
+        return True
+    try:
+        return await asyncio.wait_for(
+            asyncio.to_thread(accounts.lookup, namespace), accounts.timeout + 0.5
+        )
+    except Exception as error:  # noqa: BLE001 - unknown counts as missing: never risk a rejection
+        log.warning(
+            "ServiceAccount lookup failed", extra={"namespace": namespace, "error": repr(error)}
+        )
+        return False
 
 
 def _invalid(state: State, status: int, message: str) -> web.Response:

@@ -13,6 +13,7 @@ from typing import Any
 from aiohttp import web
 
 from webhook.app import handlers
+from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.handlers import STATE, State
 from webhook.core.settings import Settings
@@ -28,8 +29,12 @@ def create_app(config: ServeConfig) -> web.Application:
         client_max_size=config.max_body_bytes,
         middlewares=[handlers.guard],
     )
-    app[STATE] = State(config, settings=config.settings)
-    _ensure_certs(config)
+    cluster = Cluster.connect(config)
+    app[STATE] = State(config, settings=config.settings, cluster=cluster)
+    if cluster is not None and cluster.certificates is not None:
+        cluster.certificates.bootstrap()  # every replica serves the Secret's certificate
+    else:
+        _ensure_certs(config)
     app[TLS] = ReloadingContext(config.cert_dir)
     app.router.add_post("/mutate", handlers.mutate)
     app.router.add_get("/healthz", handlers.healthz)
@@ -64,7 +69,10 @@ async def _certificates(app: web.Application) -> AsyncIterator[None]:
         while True:
             await asyncio.sleep(config.cert_reload_seconds)
             try:
-                _ensure_certs(config)
+                if state.cluster is not None and state.cluster.certificates is not None:
+                    await asyncio.to_thread(state.cluster.certificates.sync)
+                else:
+                    _ensure_certs(config)
                 before = tls.generation
                 if not tls.reload():
                     log.warning(
@@ -97,9 +105,9 @@ async def serve(config: ServeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     ports = sorted({address[1] for address in runner.addresses})
     state = app[STATE]
-    log.info(
-        "listening", extra={"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
-    )
+    where = {"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
+    # Without a cluster (--no-kube, or no kubeconfig outside a Pod) it serves admission only.
+    log.info("listening", extra={**where, "cluster": state.cluster is not None})
     failed = False
     if state.settings is None and config.prepare is not None:
         try:
@@ -107,6 +115,11 @@ async def serve(config: ServeConfig) -> int:
         except Exception as exc:  # noqa: BLE001 - reported in one line, then a clean exit
             log.error("startup failed: %s", exc)
             failed = True
+    if state.settings is not None and state.cluster is not None:
+        try:
+            await asyncio.to_thread(state.cluster.start, state.settings)
+        except Exception as exc:  # noqa: BLE001 - admission still works without the cluster side
+            log.error("could not start the cluster work: %s", exc)
     if state.settings is not None:
         # Everything loaded so far lives as long as the process: keep the collector from
         # walking it again on every full collection.
@@ -137,6 +150,8 @@ async def serve(config: ServeConfig) -> int:
                 "gave up waiting for requests in flight", extra={"in_flight": state.in_flight}
             )
     await runner.cleanup()
+    if state.cluster is not None:
+        await asyncio.to_thread(state.cluster.stop)
     log.info("stopped")
     return 1 if failed else 0
 

@@ -22,9 +22,11 @@ from webhook.cli.options import (
     Parser,
     add,
     add_bootstrap_flags,
+    add_cluster_flags,
     add_mutation_flags,
     add_serve_flags,
     bootstrap_config_from,
+    cluster_config_from,
     fail,
     settings_from,
 )
@@ -44,6 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser("serve", help="serve the mutating admission webhook over HTTPS")
     add_mutation_flags(p)
     add_serve_flags(p)
+    add_cluster_flags(p)
     add_bootstrap_flags(p, standalone=False)
 
     p = commands.add_parser("bootstrap", help="ensure the IAM pieces and the tracking server exist")
@@ -151,6 +154,7 @@ def _serve(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         max_body_bytes=args.max_body_bytes,
         cert_reload_seconds=args.cert_reload_seconds,
+        cluster=cluster_config_from(args),
     )
     configure(args.log_level)
     try:

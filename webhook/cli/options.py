@@ -8,7 +8,7 @@ import sys
 from collections.abc import Callable
 from typing import Any, NoReturn
 
-from webhook.app.config import DEFAULT_MAX_BODY_BYTES
+from webhook.app.config import DEFAULT_MAX_BODY_BYTES, ClusterConfig
 from webhook.aws.config import BootstrapConfig, parse_tags
 from webhook.core.settings import CREDENTIALS, SERVICE_ACCOUNT_POLICIES, ConfigError, Settings
 
@@ -30,7 +30,7 @@ def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any)
     """Add a flag whose default comes from its environment variable when that is set."""
     name = env_name(flag)
     raw = os.environ.get(name)
-    if kwargs.get("action") == "store_true":
+    if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
         if raw is not None:
             word = raw.strip().lower()
             if word not in _TRUE | _FALSE:
@@ -266,3 +266,63 @@ def bootstrap_config_from(args: argparse.Namespace, *, dry_run: bool = False) ->
         )
     except ConfigError as exc:
         fail(str(exc))
+
+
+def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
+    add(parser, "--kubeconfig", help="kubeconfig file (default: in-cluster config when in a Pod)")
+    add(
+        parser,
+        "--no-kube",
+        action="store_true",
+        default=False,
+        help="serve admission only; read and write nothing in the cluster",
+    )
+    add(
+        parser,
+        "--webhook-config-name",
+        default="mlflow-webhook",
+        help="our MutatingWebhookConfiguration, whose caBundle self-signed mode keeps",
+    )
+    add(
+        parser,
+        "--leader-election",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="only the replica holding the Lease writes to the cluster",
+    )
+    add(
+        parser,
+        "--lease-duration-seconds",
+        type=positive_int,
+        default=15,
+        help="how long a leader's Lease holds without renewal; failover takes about this long",
+    )
+    add(
+        parser,
+        "--lease-retry-seconds",
+        type=float,
+        default=2.0,
+        help="how often replicas renew or try to take the Lease",
+    )
+    add(
+        parser,
+        "--resync-seconds",
+        type=float,
+        default=300.0,
+        help="how often the leader lists opted-in namespaces again, beside the watch",
+    )
+
+
+def cluster_config_from(args: argparse.Namespace) -> ClusterConfig | None:
+    if args.no_kube:
+        return None
+    return ClusterConfig(
+        kubeconfig=args.kubeconfig,
+        namespace=args.namespace,
+        webhook_config_name=args.webhook_config_name,
+        leader_election=args.leader_election,
+        namespace_selector=f"{args.prefix}/inject=enabled",
+        lease_seconds=args.lease_duration_seconds,
+        retry_seconds=args.lease_retry_seconds,
+        resync_seconds=args.resync_seconds,
+    )

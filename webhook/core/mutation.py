@@ -70,13 +70,17 @@ def token_volume() -> dict[str, Any]:
     return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
 
 
-def mutate(pod: dict[str, Any], settings: Settings) -> Mutation:
-    """Build the patch for an opted-in Pod or Pod template (anything with metadata and spec)."""
+def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True) -> Mutation:
+    """Build the patch for an opted-in Pod or Pod template (anything with metadata and spec).
+
+    `account_exists` False: the namespace has no ServiceAccount of ours yet, and the API server
+    rejects a Pod naming a missing one; the Pod keeps its own and gets everything else.
+    """
     metadata = pod.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
     spec = pod.get("spec") or {}
     out = Mutation()
-    _service_account(spec, settings, out)
+    _service_account(spec, settings, account_exists, out)
     experiment = annotations.get(settings.experiment_key) or None
     env = wanted_env(settings, experiment)
     irsa = settings.credentials == "irsa"
@@ -98,10 +102,22 @@ def mutate(pod: dict[str, Any], settings: Settings) -> Mutation:
     return out
 
 
-def _service_account(spec: dict[str, Any], settings: Settings, out: Mutation) -> None:
+def _service_account(
+    spec: dict[str, Any], settings: Settings, account_exists: bool, out: Mutation
+) -> None:
     current = spec.get("serviceAccountName") or ""
     target = out.service_account = settings.service_account
     if current == target:
+        return
+    if not account_exists:
+        out.service_account = current or "default"
+        out.notes.append(
+            Note(
+                "serviceAccount",
+                f"ServiceAccount {target!r} does not exist in this namespace yet, so the Pod keeps "
+                f"{out.service_account!r}; recreate the Pod once it exists for AWS credentials",
+            )
+        )
         return
     if current not in DEFAULT_SERVICE_ACCOUNTS:
         if settings.service_account_policy == "keep":

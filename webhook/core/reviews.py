@@ -74,7 +74,7 @@ def pod_name(pod: dict[str, Any]) -> str:
     return str(metadata.get("name") or metadata.get("generateName") or "")
 
 
-def admit(request: dict[str, Any], settings: Settings) -> Admission:
+def admit(request: dict[str, Any], settings: Settings, account_exists: bool = True) -> Admission:
     """Decide and build the response. One odd Pod must never block admission: errors allow."""
     uid = request["uid"]
     obj = request.get("object")
@@ -89,7 +89,7 @@ def admit(request: dict[str, Any], settings: Settings) -> Admission:
         dry_run=bool(request.get("dryRun")),
     )
     try:
-        _decide(request, pod, settings, result)
+        _decide(request, pod, settings, account_exists, result)
     except Exception as exc:  # noqa: BLE001 - any failure must still admit the Pod
         result.outcome, result.reason, result.patch = "error", "internal-error", []
         result.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -102,7 +102,11 @@ def admit(request: dict[str, Any], settings: Settings) -> Admission:
 
 
 def _decide(
-    request: dict[str, Any], pod: dict[str, Any], settings: Settings, result: Admission
+    request: dict[str, Any],
+    pod: dict[str, Any],
+    settings: Settings,
+    account_exists: bool,
+    result: Admission,
 ) -> None:
     scope = _scope(request)
     if scope:
@@ -114,11 +118,15 @@ def _decide(
         result.warnings.append(f"mlflow-webhook: {decision.detail}")
     if not decision.inject:
         return
-    mutation = mutate(pod, settings)
+    mutation = mutate(pod, settings, account_exists)
     result.patch = mutation.patch
     result.warnings += [n.warning() for n in mutation.new_notes]
     result.outcome = "injected"
     result.reason = "injected" if mutation.patch else "already-injected"
+
+
+def sets_service_account(patch: list[dict[str, Any]]) -> bool:
+    return any(op["path"] == "/spec/serviceAccountName" for op in patch)
 
 
 def respond(uid: str, patch: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:

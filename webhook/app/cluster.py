@@ -1,0 +1,126 @@
+"""The webhook's work with its cluster, wired to the server's lifetime.
+
+Every replica serves admission, keeps the shared certificate files in sync and knows which
+namespaces have the ServiceAccount. Only the leader writes: ServiceAccounts, the renewed
+certificate and the caBundle.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import threading
+
+from kubernetes import client
+
+from webhook.app.config import ClusterConfig, ServeConfig
+from webhook.core.settings import Settings
+from webhook.kube.accounts import AccountCache
+from webhook.kube.certificates import ClusterCertificates
+from webhook.kube.configuration import drift_warnings
+from webhook.kube.connection import connect
+from webhook.kube.election import LeaderElector
+from webhook.kube.reconciler import NamespaceReconciler
+from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, service_names
+
+log = logging.getLogger("webhook.cluster")
+
+
+class Cluster:
+    def __init__(self, serve: ServeConfig, config: ClusterConfig, api: client.ApiClient) -> None:
+        self.serve, self.config, self.api = serve, config, api
+        self.identity = (
+            config.identity or f"{os.environ.get('HOSTNAME', 'local')}-{secrets.token_hex(3)}"
+        )
+        self.accounts: AccountCache | None = None
+        self.certificates: ClusterCertificates | None = None
+        if serve.self_signed:
+            names = service_names(serve.service, config.namespace) + list(LOCAL_NAMES)
+            self.certificates = ClusterCertificates(
+                api,
+                config.namespace,
+                config.secret_name,
+                config.webhook_config_name,
+                serve.cert_dir,
+                names,
+                list(LOCAL_IPS),
+            )
+        self._reconciler: NamespaceReconciler | None = None
+        self._elector: LeaderElector | None = None
+        self._leading = threading.Event()
+        self._stopping = threading.Event()
+        self._maintainer: threading.Thread | None = None
+
+    @classmethod
+    def connect(cls, serve: ServeConfig) -> Cluster | None:
+        if serve.cluster is None:
+            return None
+        api = connect(serve.cluster.kubeconfig)
+        if api is None:  # no kubeconfig, not in a Pod: admission only, as with --no-kube
+            return None
+        return cls(serve, serve.cluster, api)
+
+    def start(self, settings: Settings) -> None:
+        for warning in drift_warnings(
+            self.api, self.config.webhook_config_name, self.config.namespace
+        ):
+            log.warning(warning, extra={"check": "webhook configuration"})
+        self.accounts = AccountCache(self.api, settings.service_account, self.config.lookup_timeout)
+        role = settings.role_arn if settings.credentials == "irsa" else None
+        self._reconciler = NamespaceReconciler(
+            self.api,
+            self.accounts,
+            self.config.namespace_selector,
+            role,
+            self.config.resync_seconds,
+        )
+        if not self.config.leader_election:
+            self._lead()
+            return
+        self._elector = LeaderElector(
+            self.api,
+            self.config.namespace,
+            self.config.lease_name,
+            self.identity,
+            on_start=self._lead,
+            on_stop=self._follow,
+            duration_seconds=self.config.lease_seconds,
+            retry_seconds=self.config.retry_seconds,
+        )
+        self._elector.start()
+
+    @property
+    def leading(self) -> bool:
+        return self._leading.is_set()
+
+    def _lead(self) -> None:
+        self._leading.set()
+        if self._reconciler is not None:
+            self._reconciler.start()
+        if self.certificates is not None:
+            self._maintainer = threading.Thread(
+                target=self._maintain, name="certificates", daemon=True
+            )
+            self._maintainer.start()
+
+    def _follow(self) -> None:
+        self._leading.clear()
+        if self._reconciler is not None:
+            self._reconciler.stop()
+
+    def _maintain(self) -> None:
+        while self._leading.is_set() and not self._stopping.is_set():
+            try:
+                assert self.certificates is not None
+                self.certificates.maintain()
+            except Exception as error:  # noqa: BLE001 - retried on the next round
+                log.warning("certificate maintenance failed", extra={"error": repr(error)})
+            self._stopping.wait(self.serve.cert_reload_seconds)
+
+    def stop(self) -> None:
+        self._stopping.set()
+        if self._elector is not None:
+            self._elector.stop()
+        elif self._leading.is_set():
+            self._follow()
