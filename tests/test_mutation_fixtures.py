@@ -18,6 +18,7 @@ def run(case: dict[str, Any], pod: dict[str, Any]) -> tuple[dict[str, Any], Any]
     result = admit(
         parse(review_for(pod, **(case.get("request") or {}))),
         settings(**(case.get("settings") or {})),
+        account_exists=case.get("account_exists", True),
     )
     assert result.response["response"]["allowed"] is True
     return apply(pod, result.patch), result
