@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
+from tests.aws.sagemaker import SageMakerEmulator
 from tests.servers import WebhookProcess, start
 
 
@@ -14,3 +16,36 @@ def webhook(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess
     server = start(Path(tmp_path_factory.mktemp("certs")))
     yield server
     server.stop()
+
+
+@pytest.fixture(scope="session")
+def moto() -> Iterator[Moto]:
+    server = Moto()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def aws(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Moto, SageMakerEmulator]]:
+    """A fresh account: moto reset, a new emulator, an EKS cluster, and the SDK pointed at both."""
+    moto.reset()
+    emulator = SageMakerEmulator(account=ACCOUNT)
+    emulator.start()
+    env = {
+        **moto.endpoints(),
+        "AWS_ENDPOINT_URL_SAGEMAKER": emulator.url,
+        "AWS_REGION": REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    moto.client("eks").create_cluster(
+        name=CLUSTER,
+        roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks",
+        resourcesVpcConfig={"subnetIds": []},
+    )
+    yield moto, emulator
+    emulator.stop()

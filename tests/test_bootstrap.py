@@ -10,13 +10,12 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
 
 from tests.aws.eks import EksPodIdentityEmulator
-from tests.aws.moto import REGION, Moto
+from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.servers import WebhookProcess
 from webhook.aws import bootstrap
@@ -24,43 +23,8 @@ from webhook.aws.clients import BootstrapError
 from webhook.aws.config import BootstrapConfig
 from webhook.core import policies
 
-ACCOUNT = "123456789012"
-CLUSTER = "ml"
 URI = "s3://team-mlflow/artifacts"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"
-
-
-@pytest.fixture(scope="module")
-def moto() -> Iterator[Moto]:
-    server = Moto()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def aws(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Moto, SageMakerEmulator]]:
-    """A fresh account: moto reset, a new emulator, an EKS cluster, and the SDK pointed at both."""
-    moto.reset()
-    emulator = SageMakerEmulator(account=ACCOUNT)
-    emulator.start()
-    env = {
-        **moto.endpoints(),
-        "AWS_ENDPOINT_URL_SAGEMAKER": emulator.url,
-        "AWS_REGION": REGION,
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-    }
-    for name, value in env.items():
-        monkeypatch.setenv(name, value)
-    for name in ("AWS_PROFILE", "AWS_DEFAULT_PROFILE", "AWS_SESSION_TOKEN"):
-        monkeypatch.delenv(name, raising=False)
-    moto.client("eks").create_cluster(
-        name=CLUSTER,
-        roleArn=f"arn:aws:iam::{ACCOUNT}:role/eks",
-        resourcesVpcConfig={"subnetIds": []},
-    )
-    yield moto, emulator
-    emulator.stop()
 
 
 def config(**overrides: Any) -> BootstrapConfig:

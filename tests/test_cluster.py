@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import ssl
 import time
 from collections.abc import Callable, Iterator
@@ -393,3 +394,39 @@ def test_drift_is_reported_at_startup(cluster: ApiServerEmulator, tmp_path: Path
         assert "kube-system, kube-public, kube-node-lease, mlflow-webhook" in warning["msg"]
     finally:
         server.stop()
+
+
+def test_only_the_leader_bootstraps(
+    cluster: ApiServerEmulator, aws: tuple[Any, Any], tmp_path: Path
+) -> None:
+    """Two replicas, no tracking URI: the leader creates, the follower reads until it is done."""
+    _, emulator = aws
+    flags = [
+        "--self-signed",
+        "--cluster-name",
+        "ml",
+        "--artifact-store-uri",
+        "s3://team-mlflow/artifacts",
+        "--kubeconfig",
+        str(cluster.kubeconfig()),
+        "--namespace",
+        "mlflow-webhook",
+        "--lease-duration-seconds",
+        "2",
+        "--lease-retry-seconds",
+        "0.3",
+    ]
+    first = WebhookProcess(tmp_path / "one", *flags, env=dict(os.environ))
+    second = WebhookProcess(tmp_path / "two", *flags, env=dict(os.environ))
+    try:
+        served = [s.wait_for_log("serving", timeout=60) for s in (first, second)]
+        assert {s["tracking_uri"] for s in served} == {
+            "arn:aws:sagemaker:us-west-2:123456789012:mlflow-tracking-server/mlflow-tracking"
+        }
+        assert emulator.calls.count("CreateMlflowTrackingServer") == 1
+        done = [s.wait_for_log("bootstrap done") for s in (first, second)]
+        writers = [d for d in done if any(step["action"] != "ok" for step in d["steps"])]
+        assert len(writers) == 1
+    finally:
+        first.stop()
+        second.stop()

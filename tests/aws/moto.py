@@ -12,6 +12,8 @@ from moto.server import ThreadedMotoServer
 from tests.support import free_port
 
 REGION = "us-west-2"
+ACCOUNT = "123456789012"  # moto's default account
+CLUSTER = "ml"
 SERVICES = ("IAM", "STS", "S3", "EKS")
 
 

@@ -12,13 +12,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.aws.moto import REGION, Moto
+from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.e2e import venv
 from tests.e2e.front import Front
 from tests.servers import WebhookProcess
 from tests.support import apply, decode_patch, free_port, review_for
 
-ACCOUNT = "123456789012"  # moto's default account
 BUCKET = "mlflow-artifacts"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/SM_MLFLOW_ACCESS_ROLE"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"

@@ -50,6 +50,7 @@ class Cluster:
         self._elector: LeaderElector | None = None
         self._leading = threading.Event()
         self._stopping = threading.Event()
+        self._lock = threading.Lock()
         self._maintainer: threading.Thread | None = None
 
     @classmethod
@@ -61,20 +62,8 @@ class Cluster:
             return None
         return cls(serve, serve.cluster, api)
 
-    def start(self, settings: Settings) -> None:
-        for warning in drift_warnings(
-            self.api, self.config.webhook_config_name, self.config.namespace
-        ):
-            log.warning(warning, extra={"check": "webhook configuration"})
-        self.accounts = AccountCache(self.api, settings.service_account, self.config.lookup_timeout)
-        role = settings.role_arn if settings.credentials == "irsa" else None
-        self._reconciler = NamespaceReconciler(
-            self.api,
-            self.accounts,
-            self.config.namespace_selector,
-            role,
-            self.config.resync_seconds,
-        )
+    def begin(self) -> None:
+        """Campaign for the Lease now: a follower must know it follows before it bootstraps."""
         if not self.config.leader_election:
             self._lead()
             return
@@ -90,14 +79,34 @@ class Cluster:
         )
         self._elector.start()
 
+    def start(self, settings: Settings) -> None:
+        """Once settings exist: check for drift, and (on the leader) reconcile namespaces."""
+        for warning in drift_warnings(
+            self.api, self.config.webhook_config_name, self.config.namespace
+        ):
+            log.warning(warning, extra={"check": "webhook configuration"})
+        self.accounts = AccountCache(self.api, settings.service_account, self.config.lookup_timeout)
+        role = settings.role_arn if settings.credentials == "irsa" else None
+        with self._lock:
+            self._reconciler = NamespaceReconciler(
+                self.api,
+                self.accounts,
+                self.config.namespace_selector,
+                role,
+                self.config.resync_seconds,
+            )
+            if self.leading:
+                self._reconciler.start()
+
     @property
     def leading(self) -> bool:
         return self._leading.is_set()
 
     def _lead(self) -> None:
-        self._leading.set()
-        if self._reconciler is not None:
-            self._reconciler.start()
+        with self._lock:
+            self._leading.set()
+            if self._reconciler is not None:
+                self._reconciler.start()
         if self.certificates is not None:
             self._maintainer = threading.Thread(
                 target=self._maintain, name="certificates", daemon=True
@@ -105,9 +114,10 @@ class Cluster:
             self._maintainer.start()
 
     def _follow(self) -> None:
-        self._leading.clear()
-        if self._reconciler is not None:
-            self._reconciler.stop()
+        with self._lock:
+            self._leading.clear()
+            if self._reconciler is not None:
+                self._reconciler.stop()
 
     def _maintain(self) -> None:
         while self._leading.is_set() and not self._stopping.is_set():

@@ -33,10 +33,11 @@ class ClusterConfig:
 @dataclass(frozen=True)
 class ServeConfig:
     """`settings`, or `prepare`: work that yields them at startup, off the request path (the AWS
-    bootstrap when no tracking URI is given). The server is ready once settings exist."""
+    bootstrap when no tracking URI is given), told whether this replica leads, since only the
+    leader writes. The server is ready once settings exist."""
 
     settings: Settings | None
-    prepare: Callable[[], Settings] | None = None
+    prepare: Callable[[Callable[[], bool]], Settings] | None = None
     host: str = "0.0.0.0"
     port: int = 8443
     cert_dir: Path = Path("certs")

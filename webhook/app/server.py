@@ -109,9 +109,13 @@ async def serve(config: ServeConfig) -> int:
     # Without a cluster (--no-kube, or no kubeconfig outside a Pod) it serves admission only.
     log.info("listening", extra={**where, "cluster": state.cluster is not None})
     failed = False
+    if state.cluster is not None:
+        await asyncio.to_thread(state.cluster.begin)
     if state.settings is None and config.prepare is not None:
+        cluster = state.cluster
+        leading: Callable[[], bool] = (lambda: cluster.leading) if cluster else (lambda: True)
         try:
-            state.settings = await _prepare(config.prepare, stop)
+            state.settings = await _prepare(config.prepare, leading, stop)
         except Exception as exc:  # noqa: BLE001 - reported in one line, then a clean exit
             log.error("startup failed: %s", exc)
             failed = True
@@ -156,7 +160,11 @@ async def serve(config: ServeConfig) -> int:
     return 1 if failed else 0
 
 
-async def _prepare(prepare: Callable[[], Settings], stop: asyncio.Event) -> Settings | None:
+async def _prepare(
+    prepare: Callable[[Callable[[], bool]], Settings],
+    leading: Callable[[], bool],
+    stop: asyncio.Event,
+) -> Settings | None:
     """Run startup work in a thread while /healthz answers; SIGTERM ends the wait.
 
     A daemon thread, not the loop's executor: an hour-long wait for a tracking server must not
@@ -167,7 +175,7 @@ async def _prepare(prepare: Callable[[], Settings], stop: asyncio.Event) -> Sett
 
     def run() -> None:
         try:
-            result = prepare()
+            result = prepare(leading)
         except BaseException as exc:  # noqa: BLE001 - handed to the loop, raised there
             loop.call_soon_threadsafe(_settle, work, None, exc)
         else:

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import logging
 import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import yaml
@@ -18,6 +21,7 @@ from webhook.app.logs import configure
 from webhook.app.server import serve
 from webhook.aws import bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain
+from webhook.aws.config import BootstrapConfig
 from webhook.cli.options import (
     Parser,
     add,
@@ -31,11 +35,13 @@ from webhook.cli.options import (
     settings_from,
 )
 from webhook.core import policies
+from webhook.core.plans import Plan
 from webhook.core.settings import Settings
 from webhook.core.templates import inject_documents
 from webhook.tls.certs import CA_FILE, LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
 
 log = logging.getLogger("webhook.bootstrap")
+FOLLOWER_POLL_SECONDS = 5.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -122,8 +128,8 @@ def _serve(args: argparse.Namespace) -> int:
         # No tracking URI: ensure (or find) the tracking server first, off the request path.
         plan_config = bootstrap_config_from(args)
 
-        def prepare() -> Settings:
-            plan = bootstrap.run(plan_config, progress=lambda line: log.info(line))
+        def prepare(leading: Callable[[], bool]) -> Settings:
+            plan = _bootstrap_as(plan_config, leading)
             log.info(
                 "bootstrap done",
                 extra={
@@ -164,6 +170,21 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return 0
+
+
+def _bootstrap_as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
+    """The leader carries the bootstrap out; a follower reads (a dry run) until it is done."""
+    looking = dataclasses.replace(config, dry_run=True, wait=False)
+    while True:
+        if leading():
+            return bootstrap.run(config, progress=lambda line: log.info(line))
+        plan = bootstrap.run(looking)
+        pending = [f"{s.resource}/{s.name}: {s.action}" for s in plan.steps if s.action != "ok"]
+        usable = not config.wait or plan.tracking_status in tracking.READY
+        if usable and all(s.action in ("ok", "wait") for s in plan.steps):
+            return plan
+        log.info("waiting for the leader to finish the bootstrap", extra={"pending": pending})
+        time.sleep(FOLLOWER_POLL_SECONDS)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
