@@ -84,14 +84,19 @@ def cluster(tmp_path: Path) -> Iterator[ApiServerEmulator]:
     api.stop()
 
 
-def replica(api: ApiServerEmulator, tmp: Path, name: str, *extra: str) -> WebhookProcess:
-    return WebhookProcess(
+def replica(
+    api: ApiServerEmulator,
+    tmp: Path,
+    name: str,
+    *mode: str,
+) -> WebhookProcess:
+    """One `serve` replica of the cluster, with fast leases; `mode` defaults to a given ARN."""
+    given = not mode
+    mode = mode or ("--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN)
+    server = WebhookProcess(
         tmp / name,
         "--self-signed",
-        "--tracking-uri",
-        TRACKING_ARN,
-        "--role-arn",
-        ROLE_ARN,
+        *mode,
         "--kubeconfig",
         str(api.kubeconfig()),
         "--namespace",
@@ -102,8 +107,11 @@ def replica(api: ApiServerEmulator, tmp: Path, name: str, *extra: str) -> Webhoo
         "0.3",
         "--cert-reload-seconds",
         "0.3",
-        *extra,
+        env=dict(os.environ),
     )
+    if given:
+        server.wait_for_log("serving")  # ready: the cluster side has started
+    return server
 
 
 def eventually(check: Callable[[], Any], timeout: float = 15, what: str = "") -> Any:
@@ -401,23 +409,9 @@ def test_only_the_leader_bootstraps(
 ) -> None:
     """Two replicas, no tracking URI: the leader creates, the follower reads until it is done."""
     _, emulator = aws
-    flags = [
-        "--self-signed",
-        "--cluster-name",
-        "ml",
-        "--artifact-store-uri",
-        "s3://team-mlflow/artifacts",
-        "--kubeconfig",
-        str(cluster.kubeconfig()),
-        "--namespace",
-        "mlflow-webhook",
-        "--lease-duration-seconds",
-        "2",
-        "--lease-retry-seconds",
-        "0.3",
-    ]
-    first = WebhookProcess(tmp_path / "one", *flags, env=dict(os.environ))
-    second = WebhookProcess(tmp_path / "two", *flags, env=dict(os.environ))
+    bootstrapping = ("--cluster-name", "ml", "--artifact-store-uri", "s3://team-mlflow/artifacts")
+    first = replica(cluster, tmp_path, "one", *bootstrapping)
+    second = replica(cluster, tmp_path, "two", *bootstrapping)
     try:
         served = [s.wait_for_log("serving", timeout=60) for s in (first, second)]
         assert {s["tracking_uri"] for s in served} == {

@@ -100,8 +100,12 @@ async def _account_exists(state: State, namespace: str) -> bool:
     That lookup on a cache miss is the only API-server call on the request path, for a
     namespace labelled a moment before its first Pod, before the reconciler has run.
     """
-    accounts = state.cluster.accounts if state.cluster else None
-    if accounts is None or accounts.known(namespace):
+    if state.cluster is None:
+        return True  # no cluster access: nothing to check against
+    accounts = state.cluster.accounts
+    if accounts is None:
+        return False  # the cluster side is still starting: unknown counts as missing
+    if accounts.known(namespace):
         return True
     try:
         return await asyncio.wait_for(

@@ -6,6 +6,7 @@ import argparse
 import os
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from webhook.app.config import DEFAULT_MAX_BODY_BYTES, ClusterConfig
@@ -13,6 +14,7 @@ from webhook.aws.config import BootstrapConfig, parse_tags
 from webhook.core.settings import CREDENTIALS, SERVICE_ACCOUNT_POLICIES, ConfigError, Settings
 
 ENV_PREFIX = "MLFLOW_WEBHOOK_"
+SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
@@ -53,6 +55,13 @@ def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any)
 def fail(message: str) -> NoReturn:
     print(f"mlflow-webhook: error: {message}", file=sys.stderr)
     raise SystemExit(2)
+
+
+def own_namespace() -> str:
+    try:
+        return Path(SERVICE_ACCOUNT_NAMESPACE).read_text().strip() or "mlflow-webhook"
+    except OSError:
+        return "mlflow-webhook"
 
 
 def positive_int(raw: str) -> int:
@@ -127,8 +136,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     add(
         parser,
         "--namespace",
-        default="mlflow-webhook",
-        help="the webhook's namespace, for certificate names",
+        default=own_namespace(),
+        help="the webhook's namespace: its Lease, Secret and certificate names "
+        "(default: the Pod's own, or mlflow-webhook outside a cluster)",
     )
     add(
         parser,
