@@ -65,6 +65,12 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
             ("mlflow-webhook",),
             ("get", "patch"),
         ),
+        (
+            ("admissionregistration.k8s.io",),
+            ("mutatingwebhookconfigurations",),
+            ("pod-identity-webhook",),
+            ("get",),
+        ),
     }
     role = find(docs, "Role")
     assert role["metadata"]["namespace"] == "mlflow-webhook"
