@@ -165,6 +165,11 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
         ),
         (["serve", "--port", "x"], {}, "invalid int value"),
         (
+            ["serve", "--tracking-uri", TRACKING_ARN, "--kubeconfig", "/nonexistent"],
+            {},
+            "is not a file",
+        ),
+        (
             ["inject", "-f", str(tmp_path / "missing.yaml"), "--tracking-uri", TRACKING_ARN],
             {},
             "cannot read",

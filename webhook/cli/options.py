@@ -326,6 +326,8 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
 def cluster_config_from(args: argparse.Namespace) -> ClusterConfig | None:
     if args.no_kube:
         return None
+    if args.kubeconfig and not Path(args.kubeconfig).is_file():
+        fail(f"--kubeconfig {args.kubeconfig} is not a file")
     return ClusterConfig(
         kubeconfig=args.kubeconfig,
         namespace=args.namespace,
