@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import subprocess
 import sys
@@ -87,6 +88,11 @@ class Server:
             )
         )
 
+    def cpu_seconds(self) -> float:
+        """User and system CPU the server has used: steadier than throughput on a noisy host."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     def rss_mib(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
             if line.startswith("VmRSS:"):
@@ -159,14 +165,17 @@ def main() -> None:
             server = Server(kind, work, log)
             try:
                 wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
+                before = server.cpu_seconds()
                 result = wrk(server.port, files, seconds=args.seconds, connections=args.connections)
+                result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
             finally:
                 server.stop()
             runs[kind].append(result)
             errors = result["errors"] + result["non2xx"]
             print(
                 f"  {kind:5}  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
-                f"p99 {result['p99_us'] / 1000:6.2f} ms  errors {errors}"
+                f"p99 {result['p99_us'] / 1000:6.2f} ms  {result['cpu_us']:6.1f} CPU us/req  "
+                f"errors {errors}"
             )
 
     def median(kind: str, key: str) -> float:
@@ -183,6 +192,11 @@ def main() -> None:
     print(
         f"\nthroughput ratio ours/floor: {statistics.median(ratios):.3f} "
         f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})"
+    )
+    cpu = [f["cpu_us"] / o["cpu_us"] for o, f in zip(runs["ours"], runs["floor"], strict=True)]
+    print(
+        f"CPU per request ratio floor/ours: {statistics.median(cpu):.3f} "
+        f"(per round: {', '.join(f'{r:.3f}' for r in cpu)})"
     )
 
     print("\nmicroseconds per request without HTTP (parse, mutate, respond):")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import json
 import logging
@@ -39,6 +38,11 @@ from webhook.core.plans import Plan
 from webhook.core.settings import Settings
 from webhook.core.templates import inject_documents
 from webhook.tls.certs import CA_FILE, LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
+
+try:
+    from uvloop import run
+except ImportError:  # no uvloop on this platform: asyncio's own loop serves as well, slower
+    from asyncio import run  # type: ignore[assignment]
 
 log = logging.getLogger("webhook.bootstrap")
 FOLLOWER_POLL_SECONDS = 5.0
@@ -164,7 +168,7 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure(args.log_level)
     try:
-        return asyncio.run(serve(config))
+        return run(serve(config))
     except FileNotFoundError as exc:
         fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
     except OSError as exc:
