@@ -275,6 +275,15 @@ def test_existing_tracking_server_arn_is_only_verified(aws: tuple[Moto, SageMake
     assert plan.tracking_arn == arn
     assert not [c for c in emulator.calls if not c.startswith("Describe")]
     assert [s.action for s in plan.steps if s.resource == "mlflow-tracking-server"] == ["ok"]
+    # The pod policy follows the server's own artifact store, as SageMaker reports it.
+    iam = aws[0].client("iam")
+    policy_arn = f"arn:aws:iam::{ACCOUNT}:policy/SageMakerMlFlowAccessPolicy"
+    version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
+    doc = iam.get_policy_version(PolicyArn=policy_arn, VersionId=version)["PolicyVersion"][
+        "Document"
+    ]
+    assert doc["Statement"][0]["Resource"] == arn
+    assert doc["Statement"][1]["Resource"] == "arn:aws:s3:::shared-bucket/mlflow/*"
 
 
 def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

@@ -9,7 +9,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from webhook.aws import iam, storage, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain
-from webhook.aws.config import BootstrapConfig
+from webhook.aws.config import BootstrapConfig, split_s3_uri
 from webhook.core import policies
 from webhook.core.plans import Plan
 
@@ -78,16 +78,10 @@ def _server_side(
 def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> None:
     """The Pods' policy and role: least privilege on this server and its artifact prefix."""
     part = policies.partition(clients.region)
-    bucket, prefix = config.bucket, config.prefix
+    # The server's own artifact store, as SageMaker reports it, unless one was given.
+    bucket, prefix = split_s3_uri(config.artifact_store_uri or plan.artifact_store_uri)
     if not bucket:
-        described = (
-            tracking.describe(clients, config.tracking_server_name)
-            if not config.tracking_server_arn
-            else None
-        )
-        uri = str((described or {}).get("ArtifactStoreUri", ""))
-        bucket, _, rest = uri.removeprefix("s3://").partition("/")
-        prefix = rest if not rest or rest.endswith("/") else rest + "/"
+        raise BootstrapError(f"cannot tell the artifact store of {plan.tracking_arn}")
     doc = policies.pod_access(part, plan.tracking_arn, bucket, prefix)
     policy_arn = iam.managed_policy(clients, plan, account, config.pod_policy_name, doc)
     namespaces = list(config.trust_namespaces)

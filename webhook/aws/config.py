@@ -50,14 +50,20 @@ class BootstrapConfig:
 
     @property
     def bucket(self) -> str:
-        match = _S3.match(self.artifact_store_uri or "")
-        return match["bucket"] if match else ""
+        return split_s3_uri(self.artifact_store_uri)[0]
 
     @property
     def prefix(self) -> str:
-        match = _S3.match(self.artifact_store_uri or "")
-        prefix = (match["prefix"] or "") if match else ""
-        return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        return split_s3_uri(self.artifact_store_uri)[1]
+
+
+def split_s3_uri(uri: str | None) -> tuple[str, str]:
+    """(bucket, prefix ending in /, or empty) of s3://bucket/prefix; ("", "") for anything else."""
+    match = _S3.match(uri or "")
+    if not match:
+        return "", ""
+    prefix = match["prefix"] or ""
+    return match["bucket"], prefix if not prefix or prefix.endswith("/") else prefix + "/"
 
 
 def parse_tags(raw: list[str]) -> dict[str, str]:

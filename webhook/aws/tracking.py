@@ -53,16 +53,14 @@ def ensure(
             f"{config.tracking_server_size}, {config.artifact_store_uri}",
         )
         plan.tracking_arn, plan.tracking_status = arn_for(clients, account, name), "Creating"
+        plan.artifact_store_uri = config.artifact_store_uri
         if not plan.dry_run:
             plan.tracking_arn = _create(clients, config, role_arn, role_is_new, sleep)
         return
     plan.tracking_arn = str(current["TrackingServerArn"])
+    plan.artifact_store_uri = str(current.get("ArtifactStoreUri", ""))
     status = plan.tracking_status = str(current["TrackingServerStatus"])
-    if status.endswith("Failed"):
-        raise BootstrapError(
-            f"tracking server {name} is {status}; SageMaker reports no further reason "
-            "through its API: see the SageMaker console or CloudTrail"
-        )
+    _fail_if_failed(name, status)
     if status in ("Stopped", "Stopping"):
         plan.add("tracking-server", name, "start", f"was {status}")
         if not plan.dry_run:
@@ -156,11 +154,7 @@ def _poll(
             )
         if status in until:
             return status
-        if status.endswith("Failed") or status == "missing":
-            raise BootstrapError(
-                f"tracking server {name} is {status}; SageMaker reports no further reason "
-                "through its API: see the SageMaker console or CloudTrail"
-            )
+        _fail_if_failed(name, status)
         if elapsed > config.wait_timeout:
             raise BootstrapError(f"tracking server {name} still {status} after {int(elapsed)}s")
         sleep(delay)
@@ -176,21 +170,27 @@ def wait_ready(
     return _poll(clients, config.tracking_server_name, set(READY), config, sleep, progress)
 
 
+def _fail_if_failed(name: str, status: str) -> None:
+    if status.endswith("Failed") or status == "missing":
+        raise BootstrapError(
+            f"tracking server {name} is {status}; SageMaker reports no further reason "
+            "through its API: see the SageMaker console or CloudTrail"
+        )
+
+
 def verify_existing(clients: Clients, plan: Plan, arn: str) -> None:
     """`--tracking-server-arn`: use what is there, change nothing."""
     kind, _, name = arn.split(":", 5)[5].partition("/")
     if kind == "mlflow-app":
-        found = clients.sagemaker.describe_mlflow_app(Arn=arn)
-        status = str(found.get("Status", "unknown"))
+        found: dict[str, Any] | None = clients.sagemaker.describe_mlflow_app(Arn=arn)
+        status = str((found or {}).get("Status", "unknown"))
     else:
-        current = describe(clients, name)
-        if current is None:
-            raise BootstrapError(f"tracking server {arn} does not exist")
-        status = str(current["TrackingServerStatus"])
+        found = describe(clients, name)
+        status = str(found["TrackingServerStatus"]) if found else "missing"
+    _fail_if_failed(arn, status)
     plan.tracking_arn, plan.tracking_status = arn, status
-    plan.add(
-        kind, name, "ok" if not status.endswith("Failed") else "wait", f"verified only; {status}"
-    )
+    plan.artifact_store_uri = str((found or {}).get("ArtifactStoreUri", ""))
+    plan.add(kind, name, "ok", f"verified only; {status}")
 
 
 def ui_url(

@@ -24,6 +24,7 @@ class Plan:
     steps: list[Step] = field(default_factory=list)
     tracking_arn: str = ""
     tracking_status: str = ""
+    artifact_store_uri: str = ""
     pod_role_arn: str = ""
     writes: list[str] = field(default_factory=list)
 
