@@ -24,6 +24,7 @@ from typing import Any
 import orjson
 
 from benchmarks import bodies
+from tests.servers import serve_command
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port, settings
 from webhook.core.reviews import admit, parse
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
@@ -35,22 +36,8 @@ class Server:
     def __init__(self, kind: str, cert_dir: Path, log: Path) -> None:
         self.port = free_port()
         if kind == "ours":
-            command = [
-                sys.executable,
-                "-m",
-                "webhook",
-                "serve",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(self.port),
-                "--cert-dir",
-                str(cert_dir),
-                "--tracking-uri",
-                TRACKING_ARN,
-                "--role-arn",
-                ROLE_ARN,
-            ]
+            flags = ("--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN)
+            command = serve_command(cert_dir, self.port, *flags)
         else:
             command = [sys.executable, str(HERE / "floor.py"), str(cert_dir), str(self.port)]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("ab"))

@@ -17,6 +17,23 @@ from typing import Any
 from tests.support import ROLE_ARN, TRACKING_ARN
 
 
+def serve_command(cert_dir: Path, port: int, *args: str) -> list[str]:
+    """`mlflow-webhook serve` on loopback, as the tests and the benchmark start it."""
+    return [
+        sys.executable,
+        "-m",
+        "webhook",
+        "serve",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--cert-dir",
+        str(cert_dir),
+        *args,
+    ]
+
+
 class WebhookProcess:
     """One server process; its JSON log lines are collected as they arrive."""
 
@@ -24,19 +41,7 @@ class WebhookProcess:
         self.cert_dir = cert_dir
         self.logs: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
-        command = [
-            sys.executable,
-            "-m",
-            "webhook",
-            "serve",
-            "--host",
-            "127.0.0.1",
-            "--port",
-            "0",
-            "--cert-dir",
-            str(cert_dir),
-            *args,
-        ]
+        command = serve_command(cert_dir, 0, *args)
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,

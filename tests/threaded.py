@@ -55,3 +55,17 @@ class ThreadedApp:
         self.call(close())
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+
+
+class Served:
+    """An emulator whose app a ThreadedApp in `_http` serves: start() gives its URL."""
+
+    _http: ThreadedApp
+    url: str
+
+    def start(self) -> str:
+        self.url = self._http.start()
+        return self.url
+
+    def stop(self) -> None:
+        self._http.stop()

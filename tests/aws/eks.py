@@ -18,13 +18,13 @@ from aiohttp import web
 
 from tests.aws.shapes import problems
 from tests.aws.wire import credential_scope
-from tests.threaded import ThreadedApp
+from tests.threaded import Served, ThreadedApp
 
 MODEL = botocore.session.get_session().get_service_model("eks")
 PATH = "/clusters/{name}/pod-identity-associations"
 
 
-class EksPodIdentityEmulator:
+class EksPodIdentityEmulator(Served):
     def __init__(self, moto_url: str, account: str = "123456789012") -> None:
         self.moto_url = moto_url.rstrip("/")
         self.account = account
@@ -37,13 +37,6 @@ class EksPodIdentityEmulator:
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._http = ThreadedApp(app, on_stop=self._close)
         self.url = ""
-
-    def start(self) -> str:
-        self.url = self._http.start()
-        return self.url
-
-    def stop(self) -> None:
-        self._http.stop()
 
     async def _close(self) -> None:
         if self._session is not None:

@@ -23,7 +23,7 @@ from aiohttp import web
 
 from tests.aws.shapes import problems
 from tests.aws.wire import credential_scope
-from tests.threaded import ThreadedApp
+from tests.threaded import Served, ThreadedApp
 
 MODEL = botocore.session.get_session().get_service_model("sagemaker")
 SETTLED = {
@@ -55,7 +55,7 @@ class Injected:
 
 
 @dataclass
-class SageMakerEmulator:
+class SageMakerEmulator(Served):
     account: str = "123456789012"
     transition_seconds: float = 0.0
     create_outcome: str = "Created"
@@ -70,13 +70,6 @@ class SageMakerEmulator:
         app.router.add_post("/", self._handle)
         self._http = ThreadedApp(app)
         self.url = ""
-
-    def start(self) -> str:
-        self.url = self._http.start()
-        return self.url
-
-    def stop(self) -> None:
-        self._http.stop()
 
     # Fault injection ---------------------------------------------------------------------------
     def inject(self, operation: str, code: str, message: str, times: int = 1) -> None:
