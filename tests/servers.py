@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -81,14 +82,20 @@ class WebhookProcess:
         """Trust only the webhook's CA, as the API server trusts only the caBundle."""
         return ssl.create_default_context(cafile=str(self.cert_dir / "ca.crt"))
 
-    def wait_for_log(self, msg: str, timeout: float = 10) -> dict[str, Any]:
+    def wait_for_entry(
+        self, match: Callable[[dict[str, Any]], bool], timeout: float = 10
+    ) -> dict[str, Any]:
+        """The first log entry that matches; info lines arrive in batches every 0.2 s."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for entry in self.logs:
-                if entry.get("msg", "").startswith(msg):
+            for entry in list(self.logs):
+                if match(entry):
                     return entry
             time.sleep(0.02)
-        raise AssertionError(f"no log {msg!r} in:\n" + "".join(self.stderr_lines))
+        raise AssertionError("no matching log entry in:\n" + "".join(self.stderr_lines))
+
+    def wait_for_log(self, msg: str, timeout: float = 10) -> dict[str, Any]:
+        return self.wait_for_entry(lambda e: str(e.get("msg", "")).startswith(msg), timeout)
 
     def terminate(self) -> int:
         self.proc.send_signal(signal.SIGTERM)

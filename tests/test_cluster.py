@@ -192,7 +192,7 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
         cluster.drop_watches()
         cluster.put("namespaces", {"metadata": {"name": "team-f", "labels": LABEL}})
         eventually(lambda: sa(cluster, "team-f"), what="a namespace labelled across a 410")
-        assert any(e.get("msg", "").startswith("watch expired (410 Gone)") for e in server.logs)
+        server.wait_for_log("watch expired (410 Gone)")
     finally:
         server.stop()
 
@@ -279,6 +279,7 @@ def test_one_leader_and_failover(cluster: ApiServerEmulator, tmp_path: Path) -> 
     second = replica(cluster, tmp_path, "two")
     try:
         holder = eventually(lambda: leader_of(cluster), what="a leader")
+        eventually(lambda: holder in (identity(first), identity(second)), what="the leader's log")
         leader, follower = (first, second) if identity(first) == holder else (second, first)
         assert identity(leader) == holder and identity(follower) is None
         for server in (first, second):  # every replica serves, leading or not

@@ -183,7 +183,7 @@ async def test_health_readiness_and_metrics(webhook: WebhookProcess) -> None:
 def test_decisions_are_logged_with_identity(webhook: WebhookProcess) -> None:
     asyncio.run(post_captured(webhook, captured("02-deployment-pod-create")))
     uid = captured("02-deployment-pod-create")["review"]["request"]["uid"]
-    entry = next(e for e in reversed(webhook.logs) if e.get("uid") == uid)
+    entry = webhook.wait_for_entry(lambda e: e.get("uid") == uid)
     assert entry["namespace"] == "team-a"
     assert entry["pod"] == "serve-59c6f5d9b4-"
     assert entry["outcome"] == "injected"
