@@ -141,13 +141,11 @@ def _serve(args: argparse.Namespace) -> int:
                     "tracking_server_arn": plan.tracking_arn,
                 },
             )
-            args.tracking_uri = plan.tracking_arn
-            if plan_config.credentials == "irsa":
-                args.credentials, args.role_arn = "irsa", args.role_arn or plan.pod_role_arn
+            irsa = plan_config.credentials == "irsa"
             return Settings.create(
                 tracking_uri=plan.tracking_arn,
-                credentials=args.credentials or plan_config.credentials,
-                role_arn=args.role_arn,
+                credentials=plan_config.credentials,
+                role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
                 service_account=args.service_account,
                 service_account_policy=args.service_account_policy,
                 prefix=args.prefix,
