@@ -97,11 +97,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = commands.add_parser("certs", help="write a CA and a serving certificate for the Service")
-    p.add_argument("--service", default="mlflow-webhook", help="the webhook's Service name")
-    p.add_argument("--namespace", default="mlflow-webhook", help="the webhook's namespace")
-    p.add_argument(
-        "--out", default="certs", help="folder to write ca.crt, ca.key, tls.crt and tls.key to"
-    )
+    add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
+    add(p, "--namespace", default="mlflow-webhook", help="the webhook's namespace")
+    add(p, "--out", default="certs", help="folder to write ca.crt, ca.key, tls.crt and tls.key to")
     return parser
 
 
