@@ -32,9 +32,9 @@ def run(
             tracking.verify_existing(clients, plan, config.tracking_server_arn)
         else:
             resource = f"bucket {config.bucket}" if config.bucket else resource
-            server_role_arn, fresh = _server_side(clients, plan, config, account)
+            server_role_arn = _server_side(clients, plan, config, account)
             resource = f"tracking server {config.tracking_server_name}"
-            tracking.ensure(clients, plan, config, account, server_role_arn, fresh, sleep)
+            tracking.ensure(clients, plan, config, account, server_role_arn, sleep)
         if config.credentials != "none":
             resource = f"role {config.pod_role_name}"
             _pod_side(clients, plan, config, account)
@@ -50,29 +50,24 @@ def run(
     return plan
 
 
-def _server_side(
-    clients: Clients, plan: Plan, config: BootstrapConfig, account: str
-) -> tuple[str, bool]:
-    """The artifact bucket, and the execution role SageMaker runs the server as."""
-    exists = tracking.describe(clients, config.tracking_server_name) is not None
+def _server_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> str:
+    """The artifact bucket, and the execution role SageMaker runs the server as.
+
+    Without --artifact-store-uri there is nothing to create here; tracking.ensure says so if
+    the server is missing too.
+    """
     if not config.bucket:
-        if not exists:
-            raise BootstrapError(
-                f"tracking server {config.tracking_server_name} does not exist: "
-                "give --artifact-store-uri",
-                2,
-            )
         role = iam.get_role(clients, config.server_role_name)
-        return (str(role["Arn"]) if role else ""), False
+        return str(role["Arn"]) if role else ""
     storage.bucket(clients, plan, config.bucket)
-    arn, fresh = iam.role(
+    arn = iam.role(
         clients, plan, account, config.server_role_name, policies.server_trust(), merge=False
     )
     access = policies.server_access(
         policies.partition(clients.region), config.bucket, config.prefix
     )
     iam.inline_policy(clients, plan, config.server_role_name, SERVER_POLICY, access)
-    return arn, fresh
+    return arn
 
 
 def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> None:
@@ -98,7 +93,7 @@ def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: st
         statement = policies.irsa_statement(provider, host, config.service_account, namespaces)
     else:
         statement = policies.pod_identity_statement()
-    arn, _ = iam.role(
+    arn = iam.role(
         clients, plan, account, config.pod_role_name, policies.document(statement), merge=True
     )
     plan.pod_role_arn = arn

@@ -62,10 +62,10 @@ def get_role(clients: Clients, name: str) -> dict[str, Any] | None:
 
 def role(
     clients: Clients, plan: Plan, account: str, name: str, trust: policies.Document, merge: bool
-) -> tuple[str, bool]:
+) -> str:
     """Ensure the role with `trust`. With `merge`, only our statement is ours to set.
 
-    Returns the role's ARN and whether it was created just now.
+    Returns the role's ARN.
     """
     arn = f"arn:{policies.partition(clients.region)}:iam::{account}:role/{name}"
     current = get_role(clients, name)
@@ -83,7 +83,7 @@ def role(
                 if code(error) != "EntityAlreadyExists":
                     raise
                 return role(clients, plan, account, name, trust, merge)
-        return arn, True
+        return arn
     existing = _document(current["AssumeRolePolicyDocument"])
     wanted = policies.merge_trust(existing, trust["Statement"][-1]) if merge else trust
     if policies.same(existing, wanted):
@@ -92,7 +92,7 @@ def role(
         plan.add("iam-role", name, "update", "trust policy")
         if not plan.dry_run:
             clients.iam.update_assume_role_policy(RoleName=name, PolicyDocument=json.dumps(wanted))
-    return str(current["Arn"]), False
+    return str(current["Arn"])
 
 
 def inline_policy(

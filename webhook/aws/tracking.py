@@ -36,7 +36,6 @@ def ensure(
     config: BootstrapConfig,
     account: str,
     role_arn: str,
-    role_is_new: bool,
     sleep: Callable[[float], None] = time.sleep,
 ) -> None:
     name = config.tracking_server_name
@@ -55,7 +54,7 @@ def ensure(
         plan.tracking_arn, plan.tracking_status = arn_for(clients, account, name), "Creating"
         plan.artifact_store_uri = config.artifact_store_uri
         if not plan.dry_run:
-            plan.tracking_arn = _create(clients, config, role_arn, role_is_new, sleep)
+            plan.tracking_arn = _create(clients, config, role_arn, sleep)
         return
     plan.tracking_arn = str(current["TrackingServerArn"])
     plan.artifact_store_uri = str(current.get("ArtifactStoreUri", ""))
@@ -93,7 +92,6 @@ def _create(
     clients: Clients,
     config: BootstrapConfig,
     role_arn: str,
-    role_is_new: bool,
     sleep: Callable[[float], None],
 ) -> str:
     request: dict[str, Any] = {
