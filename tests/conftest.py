@@ -7,6 +7,7 @@ import pytest
 
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
+from tests.kube.controlplane import ControlPlane, missing_reason
 from tests.servers import WebhookProcess, start
 
 
@@ -49,3 +50,15 @@ def aws(moto: Moto, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[Moto, Sag
     )
     yield moto, emulator
     emulator.stop()
+
+
+@pytest.fixture(scope="module")
+def control_plane() -> Iterator[ControlPlane]:
+    """A fresh real control plane for a module's tests; skipped, saying why, where none can run."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    plane = ControlPlane()
+    plane.start()
+    yield plane
+    plane.stop()

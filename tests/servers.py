@@ -38,11 +38,13 @@ def serve_command(cert_dir: Path, port: int, *args: str) -> list[str]:
 class WebhookProcess:
     """One server process; its JSON log lines are collected as they arrive."""
 
-    def __init__(self, cert_dir: Path, *args: str, env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, cert_dir: Path, *args: str, env: dict[str, str] | None = None, port: int = 0
+    ) -> None:
         self.cert_dir = cert_dir
         self.logs: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
-        command = serve_command(cert_dir, 0, *args)
+        command = serve_command(cert_dir, port, *args)
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
