@@ -58,7 +58,9 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
     }
     assert rules == {
         (("",), ("namespaces",), (), ("get", "list", "watch")),
-        (("",), ("serviceaccounts",), (), ("get", "list", "watch", "create", "patch")),
+        # Reads and repairs name our ServiceAccount; only create cannot be limited by name.
+        (("",), ("serviceaccounts",), ("sagemaker-mlflow-sa",), ("get", "patch")),
+        (("",), ("serviceaccounts",), (), ("create",)),
         (
             ("admissionregistration.k8s.io",),
             ("mutatingwebhookconfigurations",),
