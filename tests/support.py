@@ -19,8 +19,8 @@ FIXTURES = Path(__file__).parent / "fixtures"
 REVIEWS = FIXTURES / "admission-reviews"
 STATUS_KEY = "mlflow-webhook.io/status"
 
-TRACKING_ARN = "arn:aws:sagemaker:us-west-2:111122223333:mlflow-tracking-server/mlflow-tracking"
-ROLE_ARN = "arn:aws:iam::111122223333:role/SM_MLFLOW_ACCESS_ROLE"
+TRACKING_ARN = "arn:aws:sagemaker:us-west-2:210987654321:mlflow-tracking-server/mlflow-tracking"
+ROLE_ARN = "arn:aws:iam::210987654321:role/SM_MLFLOW_ACCESS_ROLE"
 DEFAULT_SETTINGS: dict[str, Any] = {"tracking_uri": TRACKING_ARN, "role_arn": ROLE_ARN}
 
 

@@ -138,7 +138,7 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
             "metadata": {
                 "name": SA,
                 "namespace": "team-c",
-                "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/old"},
+                "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::210987654321:role/old"},
                 "labels": {"app.kubernetes.io/managed-by": "mlflow-webhook"},
             }
         },
@@ -151,7 +151,7 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
                 "name": SA,
                 "namespace": "team-d",
                 "annotations": {
-                    "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/theirs"
+                    "eks.amazonaws.com/role-arn": "arn:aws:iam::210987654321:role/theirs"
                 },
             }
         },
@@ -172,7 +172,7 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
             what="the wrong role annotation repaired",
         )
         assert sa(cluster, "team-d")["metadata"]["annotations"] == {  # type: ignore[index]
-            "eks.amazonaws.com/role-arn": "arn:aws:iam::111122223333:role/theirs"
+            "eks.amazonaws.com/role-arn": "arn:aws:iam::210987654321:role/theirs"
         }
         assert sa(cluster, "team-b") is None
 
