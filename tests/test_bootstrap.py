@@ -325,11 +325,16 @@ def test_cli_missing_credentials_is_one_line_exit_2(tmp_path: Any) -> None:
 
 
 def test_cli_iam_policy_and_ui_url(aws: tuple[Moto, SageMakerEmulator]) -> None:
-    result = cli(
-        "iam-policy", "--artifact-store-uri", URI, "--region", REGION, "--account", ACCOUNT
-    )
+    flags = ["--artifact-store-uri", URI, "--region", REGION, "--account", ACCOUNT]
+    result = cli("iam-policy", *flags, "--cluster-name", CLUSTER)
     assert result.returncode == 0, result.stderr
     doc = json.loads(result.stdout)
+    # The provider of this cluster's issuer, as EKS reports it, and nothing broader.
+    [oidc] = [s for s in doc["Statement"] if s["Sid"] == "OidcProvider"]
+    assert oidc["Resource"] == f"arn:aws:iam::{ACCOUNT}:oidc-provider/{issuer_host(aws[0])}"
+    assert cli("iam-policy", *flags).stderr.strip() == (
+        "mlflow-webhook: error: --credentials irsa needs --cluster-name"
+    )
     passrole = [s for s in doc["Statement"] if s.get("Action") == "iam:PassRole"]
     assert passrole == [
         {
@@ -340,24 +345,13 @@ def test_cli_iam_policy_and_ui_url(aws: tuple[Moto, SageMakerEmulator]) -> None:
             "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
         }
     ]
-    scoped = [s for s in doc["Statement"] if s["Sid"] not in ("Identity", "PodIdentity")]
+    scoped = [s for s in doc["Statement"] if s["Sid"] != "FindOidcProvider"]
     assert "*" not in {
         r
         for s in scoped
         for r in ([s["Resource"]] if isinstance(s["Resource"], str) else s["Resource"])
     }
-    read = json.loads(
-        cli(
-            "iam-policy",
-            "--serve",
-            "--artifact-store-uri",
-            URI,
-            "--region",
-            REGION,
-            "--account",
-            ACCOUNT,
-        ).stdout
-    )
+    read = json.loads(cli("iam-policy", "--serve", *flags, "--cluster-name", CLUSTER).stdout)
     actions = {a for s in read["Statement"] for a in s["Action"]}
     assert actions and all(policies.is_read(a) or a == "sts:GetCallerIdentity" for a in actions)
 

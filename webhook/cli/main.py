@@ -69,6 +69,11 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--account", help="AWS account ID (default: the caller's, from STS)")
     add(
         p,
+        "--oidc-issuer",
+        help="the cluster's OIDC issuer URL, with irsa (default: from EKS DescribeCluster)",
+    )
+    add(
+        p,
         "--serve",
         action="store_true",
         default=False,
@@ -196,16 +201,32 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _iam_policy(args: argparse.Namespace) -> int:
     config = bootstrap_config_from(args, dry_run=True)
+    if config.credentials != "none" and not config.cluster_name:
+        raise BootstrapError(f"--credentials {config.credentials} needs --cluster-name", 2)
     clients = Clients(config.region, dry_run=True)
-    account = args.account or str(clients.sts.get_caller_identity()["Account"])
-    names = {
-        "pod_role": config.pod_role_name,
-        "server_role": config.server_role_name,
-        "pod_policy": config.pod_policy_name,
-        "tracking_server": config.tracking_server_name,
-    }
-    part = policies.partition(clients.region)
-    doc = policies.bootstrap_identity(part, clients.region, account, names, config.bucket or "*")
+    issuer = args.oidc_issuer
+    try:
+        account = args.account or str(clients.sts.get_caller_identity()["Account"])
+        if config.credentials == "irsa" and not issuer:
+            cluster = clients.eks.describe_cluster(name=config.cluster_name)["cluster"]
+            issuer = cluster["identity"]["oidc"]["issuer"]
+    except (ClientError, BotoCoreError) as error:
+        raise explain(error, f"cluster {config.cluster_name} (or give --oidc-issuer)") from error
+    scope = policies.Scope(
+        part=policies.partition(clients.region),
+        region=clients.region,
+        account=account,
+        pod_role=config.pod_role_name,
+        server_role=config.server_role_name,
+        pod_policy=config.pod_policy_name,
+        tracking_server=config.tracking_server_name,
+        credentials=config.credentials,
+        cluster=config.cluster_name,
+        issuer=issuer,
+        bucket=config.bucket or None,
+        tracking_arn=config.tracking_server_arn,
+    )
+    doc = policies.bootstrap_identity(scope)
     print(json.dumps(policies.read_only(doc) if args.serve else doc, indent=2))
     return 0
 

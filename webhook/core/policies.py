@@ -3,6 +3,7 @@ privilege throughout, and the policy the bootstrap's own identity needs."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 Document = dict[str, Any]
@@ -140,105 +141,201 @@ def _normal(value: Any) -> Any:
     return value
 
 
-def bootstrap_identity(
-    part: str, region: str, account: str, names: dict[str, str], bucket: str
-) -> Document:
-    """Least privilege for whoever runs `mlflow-webhook bootstrap`, iam:PassRole included."""
-    iam = f"arn:{part}:iam::{account}"
-    roles = [f"{iam}:role/{names['pod_role']}", f"{iam}:role/{names['server_role']}"]
-    server = (
-        f"arn:{part}:sagemaker:{region}:{account}:mlflow-tracking-server/{names['tracking_server']}"
-    )
-    return document(
-        {
-            "Sid": "Identity",
-            "Effect": "Allow",
-            "Action": [
-                "sts:GetCallerIdentity",
-                "eks:DescribeCluster",
-                "iam:ListOpenIDConnectProviders",
-            ],
-            "Resource": "*",
-        },
-        {
-            "Sid": "OidcProvider",
-            "Effect": "Allow",
-            "Resource": f"{iam}:oidc-provider/*",
-            "Action": [
+@dataclass(frozen=True)
+class Scope:
+    """What the bootstrap will touch, by exact name: the identity's policy names nothing else."""
+
+    part: str
+    region: str
+    account: str
+    pod_role: str
+    server_role: str
+    pod_policy: str
+    tracking_server: str
+    credentials: str = "irsa"
+    cluster: str | None = None
+    # The cluster's OIDC issuer URL; needed with irsa to name the one provider ARN.
+    issuer: str | None = None
+    bucket: str | None = None
+    # --tracking-server-arn: that server or App is only described, nothing else is made.
+    tracking_arn: str | None = None
+
+    def iam(self, kind: str, name: str) -> str:
+        return f"arn:{self.part}:iam::{self.account}:{kind}/{name}"
+
+
+def _allow(sid: str, resource: str | list[str], *actions: str, **condition: Any) -> Document:
+    statement: Document = {
+        "Sid": sid,
+        "Effect": "Allow",
+        "Action": actions[0] if len(actions) == 1 else list(actions),
+        "Resource": resource,
+    }
+    if condition:
+        statement["Condition"] = condition
+    return statement
+
+
+def bootstrap_identity(scope: Scope) -> Document:
+    """Least privilege for whoever runs `mlflow-webhook bootstrap`: every write names its exact
+    resource, and attaching or passing a role carries a condition.
+
+    What no condition can bound is a document's content: the holder may still give the two named
+    roles any permission (PutRolePolicy, CreatePolicyVersion) and any trust (CreateRole,
+    UpdateAssumeRolePolicy). A permissions boundary owned by an administrator would cap that; this
+    policy keeps the reach to those two roles and the one policy.
+    """
+    server_role = scope.iam("role", scope.server_role)
+    pod_role = scope.iam("role", scope.pod_role)
+    pod_policy = scope.iam("policy", scope.pod_policy)
+    cluster = f"arn:{scope.part}:eks:{scope.region}:{scope.account}:cluster/{scope.cluster}"
+    statements: list[Document] = []
+    if scope.tracking_arn:
+        # Verified only: described (an App has its own API), and the ui-url command.
+        app = ":mlflow-app/" in scope.tracking_arn
+        statements.append(
+            _allow(
+                "TrackingServer",
+                scope.tracking_arn,
+                "sagemaker:DescribeMlflowApp" if app else "sagemaker:DescribeMlflowTrackingServer",
+                "sagemaker:CreatePresignedMlflowAppUrl"
+                if app
+                else "sagemaker:CreatePresignedMlflowTrackingServerUrl",
+            )
+        )
+    else:
+        statements += _server_side(scope, server_role)
+    if scope.credentials == "none":
+        return document(*statements)
+    if not scope.cluster:
+        raise ValueError(f"--credentials {scope.credentials} needs the cluster's name")
+    statements += [
+        # The Pods' policy: created, and given a new default version when it drifts (IAM keeps
+        # five, so the oldest non-default one is deleted first). CreatePolicy with tags needs
+        # TagPolicy.
+        _allow(
+            "PodPolicy",
+            pod_policy,
+            "iam:GetPolicy",
+            "iam:GetPolicyVersion",
+            "iam:ListPolicyVersions",
+            "iam:CreatePolicy",
+            "iam:TagPolicy",
+            "iam:CreatePolicyVersion",
+            "iam:DeletePolicyVersion",
+        ),
+        # The Pods' role: created with our trust, its trust repaired (only our statement),
+        # its attachments read.
+        _allow(
+            "PodRole",
+            pod_role,
+            "iam:GetRole",
+            "iam:CreateRole",
+            "iam:TagRole",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:ListAttachedRolePolicies",
+        ),
+        # Only our policy may be attached, and only to the Pods' role.
+        _allow(
+            "AttachPodPolicy",
+            pod_role,
+            "iam:AttachRolePolicy",
+            ArnEquals={"iam:PolicyARN": pod_policy},
+        ),
+    ]
+    if scope.credentials == "irsa":
+        if not scope.issuer:
+            raise ValueError("--credentials irsa needs the cluster's OIDC issuer")
+        host = scope.issuer.removeprefix("https://")
+        statements += [
+            _allow("Cluster", cluster, "eks:DescribeCluster"),  # to learn the OIDC issuer
+            # Listing has no resource type in IAM: it can only be granted on "*".
+            _allow("FindOidcProvider", "*", "iam:ListOpenIDConnectProviders"),
+            # This cluster's provider only: created (tagged), or given the sts audience.
+            _allow(
+                "OidcProvider",
+                scope.iam("oidc-provider", host),
                 "iam:GetOpenIDConnectProvider",
                 "iam:CreateOpenIDConnectProvider",
-                "iam:AddClientIDToOpenIDConnectProvider",
                 "iam:TagOpenIDConnectProvider",
-            ],
-        },
-        {
-            "Sid": "Roles",
-            "Effect": "Allow",
-            "Resource": roles,
-            "Action": [
-                "iam:GetRole",
-                "iam:CreateRole",
-                "iam:TagRole",
-                "iam:UpdateAssumeRolePolicy",
-                "iam:GetRolePolicy",
-                "iam:PutRolePolicy",
-                "iam:ListAttachedRolePolicies",
-                "iam:AttachRolePolicy",
-            ],
-        },
-        {
-            "Sid": "PassServerRole",
-            "Effect": "Allow",
-            "Action": "iam:PassRole",
-            "Resource": f"{iam}:role/{names['server_role']}",
-            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
-        },
-        {
-            "Sid": "PodPolicy",
-            "Effect": "Allow",
-            "Resource": f"{iam}:policy/{names['pod_policy']}",
-            "Action": [
-                "iam:GetPolicy",
-                "iam:GetPolicyVersion",
-                "iam:CreatePolicy",
-                "iam:CreatePolicyVersion",
-                "iam:ListPolicyVersions",
-                "iam:DeletePolicyVersion",
-            ],
-        },
-        {
-            "Sid": "ArtifactBucket",
-            "Effect": "Allow",
-            "Resource": f"arn:{part}:s3:::{bucket}",
-            "Action": [
-                "s3:ListBucket",
-                "s3:CreateBucket",
-                "s3:GetBucketPublicAccessBlock",
-                "s3:PutBucketPublicAccessBlock",
-                "s3:GetEncryptionConfiguration",
-                "s3:PutEncryptionConfiguration",
-            ],
-        },
-        {
-            "Sid": "TrackingServer",
-            "Effect": "Allow",
-            "Resource": server,
-            "Action": [
-                "sagemaker:DescribeMlflowTrackingServer",
-                "sagemaker:CreateMlflowTrackingServer",
-                "sagemaker:StartMlflowTrackingServer",
-                "sagemaker:UpdateMlflowTrackingServer",
-                "sagemaker:AddTags",
-                "sagemaker:CreatePresignedMlflowTrackingServerUrl",
-            ],
-        },
-        {
-            "Sid": "PodIdentity",
-            "Effect": "Allow",
-            "Resource": "*",
-            "Action": ["eks:ListPodIdentityAssociations", "eks:CreatePodIdentityAssociation"],
-        },
+                "iam:AddClientIDToOpenIDConnectProvider",
+            ),
+        ]
+    else:
+        statements += [
+            # One association per namespace, on this cluster only.
+            _allow(
+                "PodIdentity",
+                cluster,
+                "eks:ListPodIdentityAssociations",
+                "eks:CreatePodIdentityAssociation",
+            ),
+            # Creating an association passes the role: "The IAM principal that is creating the
+            # association must have iam:PassRole" (EKS User Guide, "Configure a Kubernetes
+            # service account to assume an IAM role with EKS Pod Identity",
+            # https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html).
+            _allow(
+                "PassPodRole",
+                pod_role,
+                "iam:PassRole",
+                StringEquals={"iam:PassedToService": "pods.eks.amazonaws.com"},
+            ),
+        ]
+    return document(*statements)
+
+
+def _server_side(scope: Scope, server_role: str) -> list[Document]:
+    """The tracking server, and with an artifact store its bucket and execution role."""
+    server = (
+        f"arn:{scope.part}:sagemaker:{scope.region}:{scope.account}"
+        f":mlflow-tracking-server/{scope.tracking_server}"
     )
+    tracking = _allow(
+        "TrackingServer",
+        server,
+        "sagemaker:DescribeMlflowTrackingServer",
+        "sagemaker:CreateMlflowTrackingServer",
+        "sagemaker:AddTags",  # CreateMlflowTrackingServer with tags
+        "sagemaker:StartMlflowTrackingServer",
+        "sagemaker:UpdateMlflowTrackingServer",
+        "sagemaker:CreatePresignedMlflowTrackingServerUrl",  # the ui-url command
+    )
+    if not scope.bucket:
+        # Nothing to create without an artifact store: the execution role is only looked up.
+        return [tracking, _allow("ServerRole", server_role, "iam:GetRole")]
+    return [
+        tracking,
+        _allow(
+            "ArtifactBucket",
+            f"arn:{scope.part}:s3:::{scope.bucket}",
+            "s3:ListBucket",
+            "s3:CreateBucket",
+            "s3:GetBucketPublicAccessBlock",
+            "s3:PutBucketPublicAccessBlock",
+            "s3:GetEncryptionConfiguration",
+            "s3:PutEncryptionConfiguration",
+        ),
+        # The execution role: created with SageMaker's trust, that trust repaired, and its
+        # one inline S3 policy kept. Inline rather than managed: a managed policy would need
+        # CreatePolicyVersion on it, which reaches exactly as far as PutRolePolicy on the role.
+        _allow(
+            "ServerRole",
+            server_role,
+            "iam:GetRole",
+            "iam:CreateRole",
+            "iam:TagRole",
+            "iam:UpdateAssumeRolePolicy",
+            "iam:GetRolePolicy",
+            "iam:PutRolePolicy",
+        ),
+        # SageMaker runs the server as this role: passed to SageMaker only.
+        _allow(
+            "PassServerRole",
+            server_role,
+            "iam:PassRole",
+            StringEquals={"iam:PassedToService": "sagemaker.amazonaws.com"},
+        ),
+    ]
 
 
 READ_VERBS = ("Get", "List", "Describe", "Head")
