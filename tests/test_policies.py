@@ -11,7 +11,7 @@ import pytest
 
 from webhook.core import policies
 
-ACCOUNT = "123456789012"
+ACCOUNT = "210987654321"
 ISSUER = "https://oidc.eks.us-west-2.amazonaws.com/id/0A1B2C3D"
 IRSA = policies.Scope(
     part="aws",
