@@ -163,7 +163,7 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
             {},
             "--self-signed",
         ),
-        (["serve", "--port", "x"], {}, "invalid int value"),
+        (["serve", "--port", "x"], {}, "invalid port value"),
         (
             ["serve", "--tracking-uri", TRACKING_ARN, "--kubeconfig", "/nonexistent"],
             {},

@@ -24,9 +24,14 @@ from webhook.aws.config import BootstrapConfig
 from webhook.cli.options import (
     Parser,
     add,
+    add_artifact_flag,
     add_bootstrap_flags,
     add_cluster_flags,
+    add_credentials_flag,
+    add_existing_server_flag,
     add_mutation_flags,
+    add_name_flags,
+    add_region_flag,
     add_serve_flags,
     bootstrap_config_from,
     cluster_config_from,
@@ -65,7 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = commands.add_parser(
         "iam-policy", help="print the least-privilege policy the bootstrap needs"
     )
-    add_bootstrap_flags(p, standalone=True)
+    # Only what names the resources the policy grants on: sizes, tags and plans change nothing.
+    add_region_flag(p)
+    add_name_flags(p)
+    add_artifact_flag(p)
+    add_existing_server_flag(p)
+    add_credentials_flag(p, default="irsa")
     add(p, "--account", help="AWS account ID (default: the caller's, from STS)")
     add(
         p,
@@ -81,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = commands.add_parser("ui-url", help="print a presigned URL for the tracking server's UI")
-    add(p, "--region", help="AWS region (default: the SDK's own resolution)")
+    add_region_flag(p)
     add(p, "--tracking-server-name", default="mlflow-tracking", help="tracking server")
     add(p, "--tracking-server-arn", help="tracking server or MLflow App ARN (overrides the name)")
     add(p, "--expires-seconds", type=int, default=300, help="how long the URL may be used (5-300)")

@@ -3,13 +3,20 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, NoReturn
 
-from webhook.app.config import DEFAULT_MAX_BODY_BYTES, ClusterConfig
+from webhook.app.config import (
+    DEFAULT_KEEPALIVE_SECONDS,
+    DEFAULT_MAX_BODY_BYTES,
+    DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_READ_TIMEOUT_SECONDS,
+    ClusterConfig,
+)
 from webhook.aws.config import BootstrapConfig, parse_tags
 from webhook.core.settings import CREDENTIALS, SERVICE_ACCOUNT_POLICIES, ConfigError, Settings
 
@@ -49,7 +56,18 @@ def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any)
         choices = kwargs.get("choices")
         if choices and kwargs["default"] not in choices:
             fail(f"{name}={raw!r} must be one of {', '.join(choices)}")
-    parser.add_argument(flag, help=f"{help} [env {name}]", **kwargs)
+    shown = _shown_default(help, kwargs)
+    parser.add_argument(flag, help=f"{help}{shown} [env {name}]", **kwargs)
+
+
+def _shown_default(help: str, kwargs: dict[str, Any]) -> str:
+    """The default as `--help` shows it; a flag whose help already names it shows nothing."""
+    default = kwargs.get("default")
+    if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
+        return f" (default: {'on' if default else 'off'})"
+    if default is None or default == [] or "(default" in help:
+        return ""
+    return f" (default: {default})"
 
 
 def fail(message: str) -> NoReturn:
@@ -67,6 +85,21 @@ def own_namespace() -> str:
 def positive_int(raw: str) -> int:
     value = int(raw)
     if value <= 0:
+        raise ValueError(raw)
+    return value
+
+
+def positive_float(raw: str) -> float:
+    value = float(raw)
+    if not value > 0:
+        raise ValueError(raw)
+    return value
+
+
+def port(raw: str) -> int:
+    """A TCP port, 0 to 65535; argparse turns the ValueError into one line and exit 2."""
+    value = int(raw)
+    if not 0 <= value <= 65535:
         raise ValueError(raw)
     return value
 
@@ -118,7 +151,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     add(parser, "--host", default="0.0.0.0", help="address to listen on")
-    add(parser, "--port", type=int, default=8443, help="HTTPS port (0 picks a free one)")
+    add(parser, "--port", type=port, default=8443, help="HTTPS port, 0-65535 (0 picks a free one)")
     add(parser, "--cert-dir", default="certs", help="folder holding tls.crt and tls.key")
     add(
         parser,
@@ -156,6 +189,27 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     )
     add(
         parser,
+        "--keepalive-seconds",
+        type=positive_float,
+        default=DEFAULT_KEEPALIVE_SECONDS,
+        help="close a connection idle this long (the API server's own idle timeout is 90 s)",
+    )
+    add(
+        parser,
+        "--read-timeout-seconds",
+        type=positive_float,
+        default=DEFAULT_READ_TIMEOUT_SECONDS,
+        help="deadline for a request's headers, and again for its body; late ones get 408",
+    )
+    add(
+        parser,
+        "--max-connections",
+        type=positive_int,
+        default=DEFAULT_MAX_CONNECTIONS,
+        help="open connections kept; past it the longest-idle are closed",
+    )
+    add(
+        parser,
         "--log-level",
         default="info",
         choices=("debug", "info", "warning", "error"),
@@ -163,9 +217,12 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) -> None:
-    """The bootstrap's inputs. `serve` shares --credentials and --service-account with injection."""
+def add_region_flag(parser: argparse.ArgumentParser) -> None:
     add(parser, "--region", help="AWS region (default: the SDK's own resolution)")
+
+
+def add_name_flags(parser: argparse.ArgumentParser) -> None:
+    """The names of what the bootstrap makes, which iam-policy and teardown also find it by."""
     add(parser, "--cluster-name", help="EKS cluster whose OIDC issuer the IRSA role trusts")
     add(
         parser,
@@ -173,7 +230,60 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
         default="mlflow-tracking",
         help="tracking server to ensure",
     )
+    add(parser, "--pod-role-name", default="SM_MLFLOW_ACCESS_ROLE", help="IAM role the Pods assume")
+    add(
+        parser,
+        "--pod-policy-name",
+        default="SageMakerMlFlowAccessPolicy",
+        help="the Pods' IAM policy",
+    )
+    add(
+        parser,
+        "--server-role-name",
+        default="mlflow-webhook-tracking-server",
+        help="execution role of the tracking server",
+    )
+
+
+def add_artifact_flag(parser: argparse.ArgumentParser) -> None:
     add(parser, "--artifact-store-uri", help="s3://bucket/prefix for artifacts (needed to create)")
+
+
+def add_existing_server_flag(parser: argparse.ArgumentParser) -> None:
+    add(
+        parser,
+        "--tracking-server-arn",
+        help="use this existing tracking server or MLflow App; only verify it",
+    )
+
+
+def add_credentials_flag(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+    add(
+        parser,
+        "--credentials",
+        choices=CREDENTIALS,
+        default=default,
+        help="how Pods get AWS credentials",
+    )
+
+
+def add_plan_flags(parser: argparse.ArgumentParser, *, verb: str) -> None:
+    """--dry-run and --output, for a command that shows its plan and then carries it out."""
+    add(
+        parser,
+        "--dry-run",
+        action="store_true",
+        default=False,
+        help=f"print the plan; {verb} nothing",
+    )
+    add(parser, "--output", choices=("table", "json"), default="table", help="plan format")
+
+
+def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) -> None:
+    """The bootstrap's inputs. `serve` shares --credentials and --service-account with injection."""
+    add_region_flag(parser)
+    add_name_flags(parser)
+    add_artifact_flag(parser)
     add(
         parser,
         "--tracking-server-size",
@@ -196,30 +306,14 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
         default=[],
         help="KEY=VALUE tag for the server; repeatable",
     )
-    add(parser, "--pod-role-name", default="SM_MLFLOW_ACCESS_ROLE", help="IAM role the Pods assume")
-    add(
-        parser,
-        "--pod-policy-name",
-        default="SageMakerMlFlowAccessPolicy",
-        help="the Pods' IAM policy",
-    )
-    add(
-        parser,
-        "--server-role-name",
-        default="mlflow-webhook-tracking-server",
-        help="execution role of the tracking server",
-    )
     add(
         parser,
         "--trust-namespaces",
-        default="*",
-        help="namespaces whose ServiceAccount may assume the pod role, comma-separated; * for all",
+        default="",
+        help="namespaces whose ServiceAccount may assume the pod role, comma-separated "
+        "(needed with irsa or pod-identity); '*' trusts every namespace, opted in or not",
     )
-    add(
-        parser,
-        "--tracking-server-arn",
-        help="use this existing tracking server or MLflow App; only verify it",
-    )
+    add_existing_server_flag(parser)
     add(
         parser,
         "--wait",
@@ -228,52 +322,37 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
         help="wait until the tracking server is usable (creation takes 20-25 minutes)",
     )
     if standalone:
-        add(
-            parser,
-            "--credentials",
-            choices=CREDENTIALS,
-            default="irsa",
-            help="how Pods get AWS credentials",
-        )
+        add_credentials_flag(parser, default="irsa")
         add(
             parser,
             "--service-account",
             default="sagemaker-mlflow-sa",
             help="ServiceAccount the role trusts",
         )
-        add(
-            parser,
-            "--dry-run",
-            action="store_true",
-            default=False,
-            help="print the plan; change nothing",
-        )
-        add(parser, "--output", choices=("table", "json"), default="table", help="plan format")
+        add_plan_flags(parser, verb="change")
 
 
 def bootstrap_config_from(args: argparse.Namespace, *, dry_run: bool = False) -> BootstrapConfig:
-    try:
-        return BootstrapConfig(
-            region=args.region,
-            cluster_name=args.cluster_name,
-            tracking_server_name=args.tracking_server_name,
-            artifact_store_uri=args.artifact_store_uri,
-            tracking_server_size=args.tracking_server_size,
-            mlflow_version=args.mlflow_version,
-            automatic_model_registration=args.automatic_model_registration,
-            tags=parse_tags(args.tag),
-            pod_role_name=args.pod_role_name,
-            pod_policy_name=args.pod_policy_name,
-            server_role_name=args.server_role_name,
-            service_account=args.service_account,
-            trust_namespaces=tuple(
-                n.strip() for n in args.trust_namespaces.split(",") if n.strip()
-            ),
-            credentials=args.credentials or "irsa",
-            tracking_server_arn=args.tracking_server_arn,
-            dry_run=dry_run or getattr(args, "dry_run", False),
-            wait=args.wait,
+    """The one place a BootstrapConfig is built from flags; a command without a flag gets the
+    config's own default for it."""
+    given = vars(args)
+    names = {f.name for f in dataclasses.fields(BootstrapConfig)}
+    values = {k: v for k, v in given.items() if k in names and v is not None}
+    values["tags"] = parse_tags_or_fail(given.get("tag") or [])
+    if "trust_namespaces" in values:
+        values["trust_namespaces"] = tuple(
+            n.strip() for n in values["trust_namespaces"].split(",") if n.strip()
         )
+    values["dry_run"] = dry_run or bool(given.get("dry_run"))
+    try:
+        return BootstrapConfig(**values)
+    except ConfigError as exc:
+        fail(str(exc))
+
+
+def parse_tags_or_fail(raw: list[str]) -> dict[str, str]:
+    try:
+        return parse_tags(raw)
     except ConfigError as exc:
         fail(str(exc))
 
