@@ -31,6 +31,7 @@ def config(**overrides: Any) -> BootstrapConfig:
     base: dict[str, Any] = {
         "cluster_name": CLUSTER,
         "artifact_store_uri": URI,
+        "trust_namespaces": ("team-a", "team-b"),
         "role_propagation_seconds": 20,
     }
     return BootstrapConfig(**{**base, **overrides})
@@ -98,13 +99,19 @@ def test_fresh_account_then_nothing_to_do(aws: tuple[Moto, SageMakerEmulator]) -
         "Resource": SERVER_ARN,
     }
     assert {"s3:GetObject", "s3:PutObject"} == set(doc["Statement"][1]["Action"])
-    # The pod role: the cluster's OIDC provider, our audience, our ServiceAccount in any namespace.
+    # The pod role: the cluster's OIDC provider, our audience, our ServiceAccount in exactly the
+    # namespaces asked for.
     host = issuer_host(moto)
     [statement] = role_trust(moto, "SM_MLFLOW_ACCESS_ROLE")["Statement"]
     assert statement["Principal"] == {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{host}"}
     assert statement["Condition"] == {
-        "StringEquals": {f"{host}:aud": "sts.amazonaws.com"},
-        "StringLike": {f"{host}:sub": ["system:serviceaccount:*:sagemaker-mlflow-sa"]},
+        "StringEquals": {
+            f"{host}:aud": "sts.amazonaws.com",
+            f"{host}:sub": [
+                "system:serviceaccount:team-a:sagemaker-mlflow-sa",
+                "system:serviceaccount:team-b:sagemaker-mlflow-sa",
+            ],
+        }
     }
     attached = iam.list_attached_role_policies(RoleName="SM_MLFLOW_ACCESS_ROLE")["AttachedPolicies"]
     assert [p["PolicyArn"] for p in attached] == [policy_arn]
@@ -203,6 +210,40 @@ def test_trust_drift_adds_the_namespace_and_keeps_the_rest(
     assert bootstrap.run(config(trust_namespaces=("team-a", "team-b"))).writes == []
 
 
+def our_subjects(moto: Moto) -> dict[str, list[str]]:
+    """The subject condition of our statement, by operator."""
+    host = issuer_host(moto)
+    trust = role_trust(moto, "SM_MLFLOW_ACCESS_ROLE")
+    [ours] = [s for s in trust["Statement"] if s.get("Sid") == policies.TRUST_SID]
+    return {
+        operator: values[f"{host}:sub"]
+        for operator, values in ours["Condition"].items()
+        if f"{host}:sub" in values
+    }
+
+
+def test_trust_lists_exactly_the_namespaces_asked_for(
+    aws: tuple[Moto, SageMakerEmulator],
+) -> None:
+    moto, _ = aws
+    with pytest.raises(BootstrapError, match="needs --trust-namespaces") as caught:
+        bootstrap.run(config(trust_namespaces=()))
+    assert caught.value.exit_code == 2
+    assert moto.client("iam").list_roles()["Roles"] == []
+
+    def sub(namespace: str) -> str:
+        return f"system:serviceaccount:{namespace}:sagemaker-mlflow-sa"
+
+    bootstrap.run(config(trust_namespaces=("team-a", "team-b")))
+    assert our_subjects(moto) == {"StringEquals": [sub("team-a"), sub("team-b")]}
+    # A namespace dropped from the list loses the trust: our statement is the list, no more.
+    bootstrap.run(config(trust_namespaces=("team-b",)))
+    assert our_subjects(moto) == {"StringEquals": [sub("team-b")]}
+    # Every namespace only when asked for, and then as the one pattern.
+    bootstrap.run(config(trust_namespaces=("*",)))
+    assert our_subjects(moto) == {"StringLike": [sub("*")]}
+
+
 def test_two_runs_at_once_end_with_one_of_each(aws: tuple[Moto, SageMakerEmulator]) -> None:
     moto, emulator = aws
     plans: list[Any] = []
@@ -298,6 +339,12 @@ def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
 
 def test_cli_dry_run_json_and_table(aws: tuple[Moto, SageMakerEmulator]) -> None:
     flags = ["bootstrap", "--cluster-name", CLUSTER, "--artifact-store-uri", URI, "--dry-run"]
+    missing = cli(*flags)
+    assert missing.returncode == 2
+    assert missing.stderr.strip().startswith(
+        "mlflow-webhook: error: --credentials irsa needs --trust-namespaces"
+    )
+    flags += ["--trust-namespaces", "team-a"]
     result = cli(*flags, "--output", "json")
     assert result.returncode == 0, result.stderr
     plan = json.loads(result.stdout)
@@ -316,7 +363,8 @@ def test_cli_missing_credentials_is_one_line_exit_2(tmp_path: Any) -> None:
         "AWS_SHARED_CREDENTIALS_FILE": str(tmp_path / "none"),
         "AWS_EC2_METADATA_DISABLED": "true",
     }
-    result = cli("bootstrap", "--cluster-name", CLUSTER, "--artifact-store-uri", URI, env=env)
+    flags = ["--cluster-name", CLUSTER, "--artifact-store-uri", URI, "--trust-namespaces", "a"]
+    result = cli("bootstrap", *flags, env=env)
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [
         "mlflow-webhook: error: no AWS credentials found: "
@@ -355,7 +403,15 @@ def test_cli_iam_policy_and_ui_url(aws: tuple[Moto, SageMakerEmulator]) -> None:
     actions = {a for s in read["Statement"] for a in s["Action"]}
     assert actions and all(policies.is_read(a) or a == "sts:GetCallerIdentity" for a in actions)
 
-    cli("bootstrap", "--cluster-name", CLUSTER, "--artifact-store-uri", URI)
+    cli(
+        "bootstrap",
+        "--cluster-name",
+        CLUSTER,
+        "--artifact-store-uri",
+        URI,
+        "--trust-namespaces",
+        "a",
+    )
     url = cli("ui-url")
     assert url.returncode == 0, url.stderr
     assert url.stdout.startswith("https://") and "authToken=" in url.stdout
@@ -375,6 +431,8 @@ def test_serve_bootstraps_at_startup_and_is_ready_once_usable(
         CLUSTER,
         "--artifact-store-uri",
         URI,
+        "--trust-namespaces",
+        "team-a",
         "--wait",
         env=dict(os.environ),
     )

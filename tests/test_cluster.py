@@ -410,7 +410,10 @@ def test_only_the_leader_bootstraps(
 ) -> None:
     """Two replicas, no tracking URI: the leader creates, the follower reads until it is done."""
     _, emulator = aws
-    bootstrapping = ("--cluster-name", "ml", "--artifact-store-uri", "s3://team-mlflow/artifacts")
+    bootstrapping = (
+        *("--cluster-name", "ml", "--artifact-store-uri", "s3://team-mlflow/artifacts"),
+        *("--trust-namespaces", "team-a"),
+    )
     first = replica(cluster, tmp_path, "one", *bootstrapping)
     second = replica(cluster, tmp_path, "two", *bootstrapping)
     try:

@@ -22,6 +22,8 @@ def run(
     sleep: Callable[[float], None] = time.sleep,
 ) -> Plan:
     """Ensure everything and return the plan carried out (with --dry-run: the plan alone)."""
+    if config.trust_error:
+        raise BootstrapError(config.trust_error, 2)
     clients = Clients(config.region, config.dry_run)
     plan = Plan(dry_run=config.dry_run)
     resource = "the caller identity"

@@ -25,7 +25,9 @@ class BootstrapConfig:
     pod_policy_name: str = "SageMakerMlFlowAccessPolicy"
     server_role_name: str = "mlflow-webhook-tracking-server"
     service_account: str = "sagemaker-mlflow-sa"
-    trust_namespaces: tuple[str, ...] = ("*",)
+    # No default: the namespaces whose ServiceAccount may assume the pod role are asked for,
+    # and "*" (every namespace, opted in or not) only when it is asked for.
+    trust_namespaces: tuple[str, ...] = ()
     credentials: str = "irsa"
     tracking_server_arn: str | None = None
     dry_run: bool = False
@@ -47,6 +49,17 @@ class BootstrapConfig:
             raise ConfigError(
                 "--credentials pod-identity needs the namespaces listed in --trust-namespaces"
             )
+
+    @property
+    def trust_error(self) -> str | None:
+        """Why the pod role's trust cannot be set, if it cannot: no namespaces were named."""
+        if self.credentials == "none" or self.trust_namespaces:
+            return None
+        return (
+            f"--credentials {self.credentials} needs --trust-namespaces: the namespaces whose "
+            f"{self.service_account} may assume the pod role, comma-separated "
+            "('*' trusts every namespace, opted in or not)"
+        )
 
     @property
     def bucket(self) -> str:

@@ -144,6 +144,8 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         # No tracking URI: ensure (or find) the tracking server first, off the request path.
         plan_config = bootstrap_config_from(args)
+        if plan_config.trust_error:
+            fail(plan_config.trust_error)
 
         def prepare(leading: Callable[[], bool]) -> Settings:
             plan = _bootstrap_as(plan_config, leading)

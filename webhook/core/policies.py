@@ -85,11 +85,19 @@ def irsa_statement(
         "Effect": "Allow",
         "Principal": {"Federated": provider_arn},
         "Action": "sts:AssumeRoleWithWebIdentity",
-        "Condition": {
-            "StringEquals": {f"{issuer_host}:aud": "sts.amazonaws.com"},
-            "StringLike": {f"{issuer_host}:sub": subjects(service_account, namespaces)},
-        },
+        "Condition": _subject_condition(
+            {f"{issuer_host}:aud": "sts.amazonaws.com"},
+            f"{issuer_host}:sub",
+            subjects(service_account, namespaces),
+        ),
     }
+
+
+def _subject_condition(audience: Document, key: str, subs: list[str]) -> Document:
+    """Named namespaces are matched exactly; a "*" asked for is the only pattern."""
+    if any("*" in s for s in subs):
+        return {"StringEquals": audience, "StringLike": {key: subs}}
+    return {"StringEquals": {**audience, key: subs}}
 
 
 def pod_identity_statement() -> Document:
