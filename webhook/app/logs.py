@@ -11,6 +11,8 @@ from typing import Any
 
 import orjson
 
+from webhook.core.echo import shown
+
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
@@ -42,7 +44,13 @@ class JsonHandler(logging.Handler):
         self._flusher.start()
 
     def write(self, entry: dict[str, Any], urgent: bool = False) -> None:
-        line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        try:
+            line = orjson.dumps(entry, default=str, option=orjson.OPT_APPEND_NEWLINE)
+        except orjson.JSONEncodeError:
+            # Nested past orjson's depth limit, or keys that are not strings: keep the line,
+            # with each value that is not a string described instead.
+            flat = {str(k): v if isinstance(v, str) else shown(v) for k, v in entry.items()}
+            line = orjson.dumps(flat, option=orjson.OPT_APPEND_NEWLINE)
         with self.lock:  # type: ignore[union-attr]
             self._buffer += line
             if urgent or len(self._buffer) >= self.max_bytes:

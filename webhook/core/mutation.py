@@ -7,11 +7,13 @@ no operations at all.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 
+from webhook.core.echo import clip
 from webhook.core.settings import (
     TOKEN_AUDIENCE,
     TOKEN_DIR,
@@ -36,7 +38,8 @@ class Note:
         return {"target": self.target, "reason": self.reason}
 
     def warning(self) -> str:
-        return f"mlflow-webhook: {self.target}: {self.reason}"
+        # Targets hold names from the Pod, which the API server has not validated yet.
+        return f"mlflow-webhook: {clip(self.target)}: {self.reason}"
 
 
 @dataclass
@@ -68,6 +71,57 @@ def token_volume() -> dict[str, Any]:
         "path": "token",
     }
     return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
+
+
+def unreadable(pod: dict[str, Any]) -> str:
+    """Empty when `mutate` can read this Pod, else the first thing it cannot.
+
+    The API server sends only objects that decode into its Pod type, so this guards against
+    other clients. Only what `mutate` reads is checked. Such a Pod is admitted unchanged: a
+    patch built on a guess about its shape might not apply (`env: false` takes no `env/-`).
+    """
+    metadata = pod.get("metadata")
+    if metadata is not None:
+        if not isinstance(metadata, dict):
+            return "metadata is not an object"
+        for key in ("labels", "annotations"):
+            found = metadata.get(key)
+            if found is not None and not (
+                isinstance(found, dict) and all(isinstance(v, str) for v in found.values())
+            ):
+                return f"metadata.{key} is not an object of strings"
+    spec = pod.get("spec")
+    if not isinstance(spec, dict):
+        return "spec is not an object"
+    if not isinstance(spec.get("serviceAccountName", ""), str | None):
+        return "spec.serviceAccountName is not a string"
+    if not _list_of(spec.get("volumes"), _is_dict):
+        return "spec.volumes is not a list of objects"
+    for list_name in ("initContainers", "containers"):
+        containers = spec.get(list_name)
+        if not _list_of(containers, _is_dict):
+            return f"spec.{list_name} is not a list of objects"
+        for index, container in enumerate(containers or ()):
+            if not isinstance(container.get("name"), str):
+                return f"spec.{list_name}[{index}].name is not a string"
+            if not _list_of(container.get("env"), _readable_env):
+                return f"spec.{list_name}[{index}].env is not a list of named objects"
+            if not _list_of(container.get("volumeMounts"), _is_dict):
+                return f"spec.{list_name}[{index}].volumeMounts is not a list of objects"
+    return ""
+
+
+def _list_of(value: Any, test: Callable[[Any], bool]) -> bool:
+    """Absent, or a list whose every item passes `test`."""
+    return value is None or (isinstance(value, list) and all(test(item) for item in value))
+
+
+def _is_dict(value: Any) -> bool:
+    return isinstance(value, dict)
+
+
+def _readable_env(entry: Any) -> bool:
+    return isinstance(entry, dict) and isinstance(entry.get("name", ""), str)
 
 
 def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True) -> Mutation:

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from webhook.core.echo import shown
 from webhook.core.settings import Settings
 
 MIRROR_ANNOTATION = "kubernetes.io/config.mirror"
 
-_TRUE = frozenset({"true", "enabled", "yes"})
-_FALSE = frozenset({"false", "disabled", "no"})
+# The words this project itself writes: "true" on a Pod, and "enabled", the namespace label's
+# value under the same key, which people copy onto Pods. Case and surrounding spaces do not
+# matter; anything else ("yes", "1", "on") is a warning, not a guess.
+_TRUE = frozenset({"true", "enabled"})
+_FALSE = frozenset({"false", "disabled"})
 
 Verdict = Literal["opted-in", "not-opted-in", "opted-out", "mirror-pod", "invalid-opt-in"]
 
@@ -27,22 +31,30 @@ class OptIn:
 
 def opt_in(metadata: dict[str, Any], settings: Settings, *, default: bool = False) -> OptIn:
     """The label wins over the annotation; `default` is what an unmarked object gets."""
-    annotations = metadata.get("annotations") or {}
+    annotations = mapping(metadata.get("annotations"))
     if MIRROR_ANNOTATION in annotations:
         return OptIn("mirror-pod")
     key = settings.inject_key
-    labels = metadata.get("labels") or {}
+    labels = mapping(metadata.get("labels"))
     source, value = (
         ("label", labels[key]) if key in labels else ("annotation", annotations.get(key))
     )
     if value is None:
         return OptIn("opted-in" if default else "not-opted-in")
-    word = str(value).strip().lower()
+    # Kubernetes keeps labels and annotations as strings; anything else was never typed by
+    # a person, so it opts nothing in.
+    word = value.strip().lower() if isinstance(value, str) else None
     if word in _TRUE:
         return OptIn("opted-in")
     if word in _FALSE:
         return OptIn("opted-out")
     return OptIn(
         "invalid-opt-in",
-        f"{source} {key}={value!r} is neither true nor false, so nothing was injected",
+        f"{source} {key}={shown(value)} is neither true nor false (nor enabled or disabled), "
+        "so nothing was injected",
     )
+
+
+def mapping(value: Any) -> dict[str, Any]:
+    """`value` when it is an object, else an empty one: for reading input of unknown shape."""
+    return value if isinstance(value, dict) else {}

@@ -9,8 +9,9 @@ from typing import Any, Literal
 
 import orjson
 
-from webhook.core.mutation import mutate
-from webhook.core.optin import opt_in
+from webhook.core.echo import shown, text
+from webhook.core.mutation import mutate, unreadable
+from webhook.core.optin import mapping, opt_in
 from webhook.core.settings import Settings
 
 API_VERSION = "admission.k8s.io/v1"
@@ -42,9 +43,9 @@ def parse(body: Any) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise BadReview("body must be a JSON object holding an AdmissionReview")
     if body.get("kind") != "AdmissionReview":
-        raise BadReview(f"kind must be AdmissionReview, not {body.get('kind')!r}")
+        raise BadReview(f"kind must be AdmissionReview, not {shown(body.get('kind'))}")
     if body.get("apiVersion") != API_VERSION:
-        raise BadReview(f"apiVersion must be {API_VERSION}, not {body.get('apiVersion')!r}")
+        raise BadReview(f"apiVersion must be {API_VERSION}, not {shown(body.get('apiVersion'))}")
     request = body.get("request")
     if not isinstance(request, dict):
         raise BadReview("AdmissionReview has no request object")
@@ -58,8 +59,8 @@ def _scope(request: dict[str, Any]) -> str:
     """Empty when this request may be patched, else the reason it is let through untouched."""
     if request.get("operation") != "CREATE":
         return "not-create"
-    kind = request.get("kind") or {}
-    resource = request.get("resource") or {}
+    kind = mapping(request.get("kind"))
+    resource = mapping(request.get("resource"))
     if (kind.get("group"), kind.get("version"), kind.get("kind")) != ("", "v1", "Pod"):
         return "not-a-pod"
     if resource.get("resource") != "pods" or request.get("subResource"):
@@ -70,8 +71,9 @@ def _scope(request: dict[str, Any]) -> str:
 
 
 def pod_name(pod: dict[str, Any]) -> str:
-    metadata = pod.get("metadata") or {}
-    return str(metadata.get("name") or metadata.get("generateName") or "")
+    """For logs: the name, else the generateName, clipped; empty when neither is a string."""
+    metadata = mapping(pod.get("metadata"))
+    return text(metadata.get("name"), 253) or text(metadata.get("generateName"), 253)
 
 
 def admit(request: dict[str, Any], settings: Settings, account_exists: bool = True) -> Admission:
@@ -84,7 +86,7 @@ def admit(request: dict[str, Any], settings: Settings, account_exists: bool = Tr
         outcome="skipped",
         reason="",
         uid=uid,
-        namespace=str(request.get("namespace") or ""),
+        namespace=text(request.get("namespace"), 253),
         pod=pod_name(pod),
         dry_run=bool(request.get("dryRun")),
     )
@@ -111,6 +113,13 @@ def _decide(
     scope = _scope(request)
     if scope:
         result.reason = scope
+        return
+    problem = unreadable(pod)
+    if problem:
+        result.reason = "malformed"
+        result.warnings.append(
+            f"mlflow-webhook: {problem}, so nothing was injected and the Pod was admitted unchanged"
+        )
         return
     decision = opt_in(pod.get("metadata") or {}, settings)
     result.reason = decision.verdict
