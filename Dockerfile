@@ -1,5 +1,7 @@
-# syntax=docker/dockerfile:1
 # mlflow-webhook: build with `docker build -t mlflow-webhook:0.1.0 .`
+# No `# syntax=` line: it makes BuildKit fetch its frontend from Docker Hub, which an air-gapped
+# build cannot reach, and nothing here needs more than the frontend built into Docker.
+# PYTHON_IMAGE: any Debian-based Python 3.11 image with `python` and `venv` (see the README).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build
@@ -9,9 +11,19 @@ ENV PATH=/opt/venv/bin:$PATH PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 # Every dependency ships wheels, so the build needs no compiler either.
 COPY constraints.txt pyproject.toml README.md ./
 COPY webhook ./webhook
+# Then drop what is never imported at run time: pip and setuptools, the Kubernetes client's
+# asyncio copy of itself (kubernetes.aio, about 70 MB), botocore's models of the services the
+# bootstrap never calls (about 27 MB; tests/test_image.py checks the list against the code),
+# and tests folders. Bytecode stays: it saves compiling at every start.
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip install --only-binary=:all: --constraint constraints.txt /wheels/*.whl \
-    && pip uninstall --yes pip setuptools
+    && pip uninstall --yes pip setuptools \
+    && cd "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    && rm -r kubernetes/aio \
+    && find botocore/data -mindepth 1 -maxdepth 1 -type d \
+        -not -name eks -not -name iam -not -name s3 -not -name sagemaker -not -name sts \
+        -exec rm -r {} + \
+    && find . -depth -type d -name tests -exec rm -r {} +
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0
