@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import re
 import shutil
-import subprocess
 from pathlib import Path
 from typing import Any
 
 import kubernetes_validate
 import pytest
 import yaml
+
+from tests.kube.settings import filled, kustomize
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ["", "overlays/cert-manager", "overlays/irsa", "overlays/ignore"]
@@ -21,14 +22,7 @@ pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl
 
 
 def render(overlay: str) -> list[dict[str, Any]]:
-    out = subprocess.run(
-        ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
-        capture_output=True,
-        text=True,
-        check=True,
-        timeout=60,
-    ).stdout
-    return [d for d in yaml.safe_load_all(out) if d]
+    return kustomize(filled() / overlay)
 
 
 def find(docs: list[dict[str, Any]], kind: str, name: str = "mlflow-webhook") -> dict[str, Any]:

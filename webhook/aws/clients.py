@@ -11,6 +11,7 @@ from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError, NoCredentialsError, NoRegionError
 
 from webhook.core.policies import READ_VERBS
+from webhook.core.settings import example_value
 
 # Throttling is retried by botocore itself, pacing the client to what the service allows.
 RETRIES = Config(
@@ -91,3 +92,16 @@ def explain(error: Exception, resource: str) -> BootstrapError:
     if isinstance(error, BotoCoreError):
         return BootstrapError(f"AWS call on {resource} failed: {error}")
     return BootstrapError(str(error))
+
+
+def preflight(region: str | None) -> None:
+    """What would fail every AWS call, found before serving starts: one line, exit code 2."""
+    clients = Clients(region, dry_run=True)
+    # In a Pod, the EKS pod-identity webhook sets AWS_ROLE_ARN from our ServiceAccount's
+    # annotation, which the irsa overlay fills from WEBHOOK_IAM_ROLE_ARN in settings.env.
+    role = os.environ.get("AWS_ROLE_ARN", "")
+    reason = example_value(role)
+    if reason:
+        raise BootstrapError(f"AWS_ROLE_ARN {role!r} {reason}", exit_code=2)
+    if clients.session.get_credentials() is None:
+        raise explain(NoCredentialsError(), "the caller identity")

@@ -5,10 +5,15 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from webhook.core.settings import ConfigError
+from webhook.core.settings import ConfigError, example_value
 
 _S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 SIZES = ("Small", "Medium", "Large")
+# S3's general purpose bucket naming rules (S3 User Guide, "Bucket naming rules").
+_BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
+_RESERVED_PREFIXES = ("xn--", "sthree-", "amzn-s3-demo-")
+_RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,17 @@ class BootstrapConfig:
     def __post_init__(self) -> None:
         if self.tracking_server_size not in SIZES:
             raise ConfigError(f"--tracking-server-size must be one of {', '.join(SIZES)}")
-        if self.artifact_store_uri and not _S3.match(self.artifact_store_uri):
-            raise ConfigError(
-                f"--artifact-store-uri {self.artifact_store_uri!r} must look like s3://bucket/prefix"
-            )
+        if self.artifact_store_uri:
+            problem = s3_uri_problem(self.artifact_store_uri)
+            if problem:
+                raise ConfigError(f"--artifact-store-uri {self.artifact_store_uri!r} {problem}")
+        for flag, value in (
+            ("--tracking-server-arn", self.tracking_server_arn),
+            ("--artifact-store-uri", self.artifact_store_uri),
+        ):
+            reason = example_value(value or "")
+            if reason:
+                raise ConfigError(f"{flag} {value!r} {reason}")
         if self.credentials == "pod-identity" and "*" in self.trust_namespaces:
             raise ConfigError(
                 "--credentials pod-identity needs the namespaces listed in --trust-namespaces"
@@ -68,6 +80,22 @@ class BootstrapConfig:
     @property
     def prefix(self) -> str:
         return split_s3_uri(self.artifact_store_uri)[1]
+
+
+def s3_uri_problem(uri: str) -> str | None:
+    """What is wrong with s3://bucket/prefix, by S3's bucket naming rules; None when nothing."""
+    if not uri.startswith("s3://"):
+        return "must look like s3://bucket/prefix"
+    bucket = uri.removeprefix("s3://").partition("/")[0]
+    if not _BUCKET.match(bucket) or ".." in bucket or _IP.match(bucket):
+        return (
+            f"names the bucket {bucket!r}, which is not a valid S3 bucket name: 3 to 63 "
+            "lowercase letters, digits, dots and hyphens, beginning and ending with a letter "
+            "or digit, not like an IP address"
+        )
+    if bucket.startswith(_RESERVED_PREFIXES) or bucket.endswith(_RESERVED_SUFFIXES):
+        return f"names the bucket {bucket!r}, whose prefix or suffix S3 reserves"
+    return None
 
 
 def split_s3_uri(uri: str | None) -> tuple[str, str]:

@@ -19,7 +19,7 @@ from webhook.app.config import ServeConfig
 from webhook.app.logs import configure
 from webhook.app.server import serve
 from webhook.aws import bootstrap, tracking
-from webhook.aws.clients import BootstrapError, Clients, explain
+from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli.options import (
     Parser,
@@ -144,6 +144,10 @@ def _serve(args: argparse.Namespace) -> int:
     else:
         # No tracking URI: ensure (or find) the tracking server first, off the request path.
         plan_config = bootstrap_config_from(args)
+        try:
+            preflight(plan_config.region)
+        except BootstrapError as exc:
+            fail(str(exc))
         if plan_config.trust_error:
             fail(plan_config.trust_error)
 
@@ -181,7 +185,10 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure(args.log_level)
     try:
-        return run(serve(config))
+        if run(serve(config)) != 0:
+            # The log's "startup failed" line says why; a setup problem exits 2 like the rest.
+            fail("startup failed (see the log line above)")
+        return 0
     except FileNotFoundError as exc:
         fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
     except OSError as exc:

@@ -18,7 +18,14 @@ from webhook.app.config import (
     ClusterConfig,
 )
 from webhook.aws.config import BootstrapConfig, parse_tags
-from webhook.core.settings import CREDENTIALS, SERVICE_ACCOUNT_POLICIES, ConfigError, Settings
+from webhook.core.settings import (
+    CREDENTIALS,
+    PLACEHOLDER,
+    SERVICE_ACCOUNT_POLICIES,
+    ConfigError,
+    Settings,
+    example_value,
+)
 
 ENV_PREFIX = "MLFLOW_WEBHOOK_"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
@@ -39,6 +46,8 @@ def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any)
     """Add a flag whose default comes from its environment variable when that is set."""
     name = env_name(flag)
     raw = os.environ.get(name)
+    if raw is not None and PLACEHOLDER in raw:
+        fail(f"{name}={raw!r} {example_value(raw)}")
     if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
         if raw is not None:
             word = raw.strip().lower()

@@ -32,8 +32,26 @@ _SA_NAME = re.compile(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z
 _PREFIX = _SA_NAME
 
 
+# AWS's documentation account, and the settings file's placeholder: values copied from an
+# example and never filled in, which must not reach a Pod.
+EXAMPLE_ACCOUNT = "111122223333"
+PLACEHOLDER = "REPLACE-ME"
+
+
 class ConfigError(ValueError):
     """A setting is wrong; the message is one line a person can act on."""
+
+
+def example_value(value: str) -> str | None:
+    """Why `value` is an example rather than a real setting, or None when it is not one."""
+    if PLACEHOLDER in value:
+        return f"is still {PLACEHOLDER}: fill it in (manifests/base/settings.env)"
+    if f":{EXAMPLE_ACCOUNT}:" in value:
+        return (
+            f"is in account {EXAMPLE_ACCOUNT}, AWS's documentation example: give your own "
+            "(what `mlflow-webhook bootstrap` printed)"
+        )
+    return None
 
 
 @dataclass(frozen=True)
@@ -96,6 +114,10 @@ class Settings:
     ) -> Settings:
         if not tracking_uri:
             raise ConfigError("a tracking URI is required (--tracking-uri)")
+        for flag, value in (("--tracking-uri", tracking_uri), ("--role-arn", role_arn or "")):
+            reason = example_value(value)
+            if reason:
+                raise ConfigError(f"{flag} {value!r} {reason}")
         tracking = parse_tracking_uri(tracking_uri)
         role_arn = role_arn or None
         mode = credentials or ("irsa" if role_arn else "none")

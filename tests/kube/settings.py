@@ -1,0 +1,72 @@
+"""`manifests/` as a user would have it: a copy with settings.env made from the example, the way
+the README says (copy, then replace each REPLACE-ME; for the irsa overlay, part B instead of A).
+An unedited checkout does not render, by design, so the tests render such a copy."""
+
+from __future__ import annotations
+
+import functools
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.support import ROLE_ARN, TRACKING_ARN
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLE = ROOT / "manifests" / "base" / "settings.env.example"
+PLACEHOLDER = "REPLACE-ME"
+# Part A: what `mlflow-webhook bootstrap` printed.
+GIVEN = {"MLFLOW_WEBHOOK_TRACKING_URI": TRACKING_ARN, "MLFLOW_WEBHOOK_ROLE_ARN": ROLE_ARN}
+# Part B: the irsa overlay, where the webhook bootstraps itself.
+BOOTSTRAP = {
+    "WEBHOOK_IAM_ROLE_ARN": "arn:aws:iam::210987654321:role/mlflow-webhook-bootstrap",
+    "MLFLOW_WEBHOOK_REGION": "us-west-2",
+    "MLFLOW_WEBHOOK_CLUSTER_NAME": "ml",
+    "MLFLOW_WEBHOOK_ARTIFACT_STORE_URI": "s3://team-mlflow/artifacts",
+    "MLFLOW_WEBHOOK_TRUST_NAMESPACES": "team-a",
+}
+
+
+def settings_text(values: dict[str, str]) -> str:
+    """The example with each named line filled in (uncommented if need be); part A's lines are
+    dropped when `values` does not name them, as part B says."""
+    lines = []
+    for line in EXAMPLE.read_text().splitlines():
+        key = line.lstrip("# ").partition("=")[0]
+        if PLACEHOLDER not in line:
+            lines.append(line)
+        elif key in values:
+            lines.append(f"{key}={values[key]}")
+        elif not line.startswith("#") and key not in GIVEN:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
+
+
+def filled_copy(dest: Path, values: dict[str, str] | None = None) -> Path:
+    """A copy of manifests/ under `dest` with settings.env written; returns the copy."""
+    target = dest / "manifests"
+    shutil.copytree(ROOT / "manifests", target, ignore=shutil.ignore_patterns("settings.env"))
+    (target / "base" / "settings.env").write_text(
+        settings_text(GIVEN if values is None else values)
+    )
+    return target
+
+
+@functools.cache
+def filled() -> Path:
+    """One filled copy per test process (part A and part B both set, so every overlay renders)."""
+    return filled_copy(Path(tempfile.mkdtemp(prefix="manifests-")), {**GIVEN, **BOOTSTRAP})
+
+
+def kustomize(folder: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        ["kubectl", "kustomize", str(folder)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    ).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
