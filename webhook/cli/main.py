@@ -42,7 +42,16 @@ from webhook.core import policies
 from webhook.core.plans import Plan
 from webhook.core.settings import Settings
 from webhook.core.templates import inject_documents
-from webhook.tls.certs import CA_FILE, LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
+from webhook.kube.connection import ClusterError
+from webhook.tls.certs import (
+    CA_FILE,
+    LOCAL_IPS,
+    LOCAL_NAMES,
+    CertDirError,
+    check_writable,
+    ensure_self_signed,
+    service_names,
+)
 
 try:
     from uvloop import run
@@ -185,10 +194,14 @@ def _serve(args: argparse.Namespace) -> int:
     )
     configure(args.log_level)
     try:
+        if config.self_signed:
+            check_writable(config.cert_dir)
         if run(serve(config)) != 0:
             # The log's "startup failed" line says why; a setup problem exits 2 like the rest.
             fail("startup failed (see the log line above)")
         return 0
+    except (CertDirError, ClusterError) as exc:
+        fail(str(exc))
     except FileNotFoundError as exc:
         fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
     except OSError as exc:

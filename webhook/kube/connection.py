@@ -2,17 +2,85 @@
 
 from __future__ import annotations
 
+import copy
 import os
+from pathlib import Path
 
+import urllib3
 from kubernetes import client, config
+from kubernetes.config import incluster_config
+from kubernetes.config.config_exception import ConfigException
+
+# The first call waits this long for the API server; it tells an unreachable one apart at once.
+PROBE_TIMEOUT_SECONDS = 10.0
+
+
+class ClusterError(Exception):
+    """The API server cannot be used: one line a person can act on."""
 
 
 def connect(kubeconfig: str | None) -> client.ApiClient | None:
-    """An API client, or None when there is no cluster to talk to."""
+    """An API client that has reached the API server, or None when there is no cluster."""
     if kubeconfig:
-        return config.new_client_from_config(config_file=kubeconfig)
-    if os.environ.get("KUBERNETES_SERVICE_HOST"):
-        configuration = client.Configuration()
+        try:
+            api = config.new_client_from_config(config_file=kubeconfig)
+        except (ConfigException, OSError) as error:
+            raise ClusterError(f"cannot use --kubeconfig {kubeconfig}: {_why(error)}") from error
+        except Exception as error:  # a malformed file fails in many ways
+            raise ClusterError(f"--kubeconfig {kubeconfig} is not a valid kubeconfig") from error
+    elif os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
+        api = _in_cluster()
+    else:
+        return None
+    _probe(api)
+    return api
+
+
+def _in_cluster() -> client.ApiClient:
+    # The client's own messages name neither the file nor the reason it cannot be read.
+    for what, path in (
+        ("ServiceAccount token", incluster_config.SERVICE_TOKEN_FILENAME),
+        ("API server's CA certificate", incluster_config.SERVICE_CERT_FILENAME),
+    ):
+        try:
+            Path(path).read_bytes()
+        except OSError as error:
+            raise ClusterError(f"cannot read the {what} {path}: {_why(error)}") from error
+    configuration = client.Configuration()
+    try:
         config.load_incluster_config(client_configuration=configuration)
-        return client.ApiClient(configuration)
-    return None
+    except ConfigException as error:
+        raise ClusterError(f"in-cluster configuration: {error}") from error
+    return client.ApiClient(configuration)
+
+
+def _probe(api: client.ApiClient) -> None:
+    """One cheap call (`/version`, open to every caller), so a wrong address or a refused
+    token ends the start with a clear line instead of failing later, deep in a thread."""
+    host = api.configuration.host
+    # One attempt, without urllib3's retries and their warning lines: at startup a failure is
+    # better reported at once; the kubelet restarts the container.
+    once = copy.copy(api.configuration)
+    once.retries = False
+    try:
+        client.VersionApi(client.ApiClient(once)).get_code(_request_timeout=PROBE_TIMEOUT_SECONDS)
+    except client.ApiException as error:
+        if error.status == 401:
+            raise ClusterError(
+                f"the API server at {host} refused our credentials (401 Unauthorized)"
+            ) from error
+        # Any other answer came from a reachable server; what we may do is RBAC's to decide.
+    except urllib3.exceptions.HTTPError as error:
+        raise ClusterError(f"cannot reach the API server at {host}: {_why(error)}") from error
+
+
+def _why(error: BaseException) -> str:
+    """The innermost cause, as its own short message: 'Connection refused', not a repr."""
+    while True:
+        inner = getattr(error, "reason", None) or error.__cause__
+        if not isinstance(inner, BaseException) or inner is error:
+            break
+        error = inner
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    return str(error) or type(error).__name__

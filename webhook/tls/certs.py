@@ -127,6 +127,24 @@ def covers(cert_pem: bytes, dns_names: list[str], ips: list[str]) -> bool:
     return set(dns_names) <= set(san.get_values_for_type(x509.DNSName)) and set(ips) <= have_ips
 
 
+class CertDirError(Exception):
+    """The certificate folder cannot be written: one line that names it and says why."""
+
+
+def check_writable(directory: Path) -> None:
+    """Fail at once, with the folder named, where generated certificates could not be written
+    (a read-only root filesystem without its emptyDir, a Secret mounted read-only)."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=directory, prefix=".write-check.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as error:
+        raise CertDirError(
+            f"cannot write to the certificate folder {directory}: {error.strerror or error}"
+        ) from error
+
+
 def write_atomic(path: Path, data: bytes, mode: int = 0o644) -> None:
     """Replace `path` in one step, so a reader never sees half a file."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
