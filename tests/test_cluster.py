@@ -128,7 +128,9 @@ def sa(api: ApiServerEmulator, namespace: str) -> dict[str, Any] | None:
     return api.get("serviceaccounts", namespace, SA)
 
 
-def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_path: Path) -> None:
+def test_namespaces_get_their_service_account(
+    cluster: ApiServerEmulator, tmp_path: Path
+) -> None:
     cluster.put("namespaces", {"metadata": {"name": "team-a", "labels": LABEL}})
     cluster.put("namespaces", {"metadata": {"name": "team-b"}})
     # A managed one with the wrong role, and one a person made with a role of their own.
@@ -138,7 +140,9 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
             "metadata": {
                 "name": SA,
                 "namespace": "team-c",
-                "annotations": {"eks.amazonaws.com/role-arn": "arn:aws:iam::210987654321:role/old"},
+                "annotations": {
+                    "eks.amazonaws.com/role-arn": "arn:aws:iam::210987654321:role/old"
+                },
                 "labels": {"app.kubernetes.io/managed-by": "mlflow-webhook"},
             }
         },
@@ -159,9 +163,15 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
     cluster.put("namespaces", {"metadata": {"name": "team-d", "labels": LABEL}})
     server = replica(cluster, tmp_path, "one")
     try:
-        created = eventually(lambda: sa(cluster, "team-a"), what="team-a's ServiceAccount")
-        assert created["metadata"]["labels"] == {"app.kubernetes.io/managed-by": "mlflow-webhook"}
-        assert created["metadata"]["annotations"] == {"eks.amazonaws.com/role-arn": ROLE_ARN}
+        created = eventually(
+            lambda: sa(cluster, "team-a"), what="team-a's ServiceAccount"
+        )
+        assert created["metadata"]["labels"] == {
+            "app.kubernetes.io/managed-by": "mlflow-webhook"
+        }
+        assert created["metadata"]["annotations"] == {
+            "eks.amazonaws.com/role-arn": ROLE_ARN
+        }
         eventually(
             lambda: (
                 (sa(cluster, "team-c") or {})["metadata"]["annotations"][
@@ -178,20 +188,26 @@ def test_namespaces_get_their_service_account(cluster: ApiServerEmulator, tmp_pa
 
         # A label added later.
         cluster.put("namespaces", {"metadata": {"name": "team-b", "labels": LABEL}})
-        eventually(lambda: sa(cluster, "team-b"), what="team-b's ServiceAccount after labelling")
+        eventually(
+            lambda: sa(cluster, "team-b"),
+            what="team-b's ServiceAccount after labelling",
+        )
 
         # The watch dropped: it resumes from where it was.
         cluster.drop_watches()
         cluster.put("namespaces", {"metadata": {"name": "team-e", "labels": LABEL}})
         eventually(
-            lambda: sa(cluster, "team-e"), what="a namespace labelled after the watch dropped"
+            lambda: sa(cluster, "team-e"),
+            what="a namespace labelled after the watch dropped",
         )
 
         # History compacted while the watch is down: 410 Gone, then a fresh list.
         cluster.compact()
         cluster.drop_watches()
         cluster.put("namespaces", {"metadata": {"name": "team-f", "labels": LABEL}})
-        eventually(lambda: sa(cluster, "team-f"), what="a namespace labelled across a 410")
+        eventually(
+            lambda: sa(cluster, "team-f"), what="a namespace labelled across a 410"
+        )
         server.wait_for_log("watch expired (410 Gone)")
     finally:
         server.stop()
@@ -234,7 +250,9 @@ def test_namespace_pod_race(cluster: ApiServerEmulator, tmp_path: Path) -> None:
         answer = post(server, "fresh")["response"]
         patch = decode_patch({"response": answer})
         assert not [op for op in patch if op["path"].startswith("/spec/serviceAccount")]
-        assert any("does not exist in this namespace yet" in w for w in answer["warnings"])
+        assert any(
+            "does not exist in this namespace yet" in w for w in answer["warnings"]
+        )
         assert any(
             op["path"] == "/spec/containers/0/env" for op in patch
         )  # everything else still comes
@@ -246,7 +264,9 @@ def test_namespace_pod_race(cluster: ApiServerEmulator, tmp_path: Path) -> None:
             for m, p in cluster.requests
             if m == "GET" and p.startswith("/api/v1/namespaces/fresh/")
         ]
-        assert len(lookups) == 2  # one live lookup a miss; the hit is cached from then on
+        assert (
+            len(lookups) == 2
+        )  # one live lookup a miss; the hit is cached from then on
         post(server, "fresh")
         assert (
             len(
@@ -279,8 +299,13 @@ def test_one_leader_and_failover(cluster: ApiServerEmulator, tmp_path: Path) -> 
     second = replica(cluster, tmp_path, "two")
     try:
         holder = eventually(lambda: leader_of(cluster), what="a leader")
-        eventually(lambda: holder in (identity(first), identity(second)), what="the leader's log")
-        leader, follower = (first, second) if identity(first) == holder else (second, first)
+        eventually(
+            lambda: holder in (identity(first), identity(second)),
+            what="the leader's log",
+        )
+        leader, follower = (
+            (first, second) if identity(first) == holder else (second, first)
+        )
         assert identity(leader) == holder and identity(follower) is None
         for server in (first, second):  # every replica serves, leading or not
             assert post(server, "mlflow-webhook")["response"]["allowed"] is True
@@ -299,26 +324,33 @@ def test_one_leader_and_failover(cluster: ApiServerEmulator, tmp_path: Path) -> 
 def test_shared_certificate_cabundle_and_rotation(
     cluster: ApiServerEmulator, tmp_path: Path
 ) -> None:
+    """One certificate for both replicas, never a CA key in the Secret; a renewal to a new CA
+    (here of a staged near-expiry pair, then of that) fails no request for a client that trusts
+    the caBundle as it stands at that moment."""
     first = replica(cluster, tmp_path, "one")
     second = replica(cluster, tmp_path, "two")
     try:
         secret = eventually(
-            lambda: cluster.get("secrets", "mlflow-webhook", "mlflow-webhook-tls"), what="Secret"
+            lambda: cluster.get("secrets", "mlflow-webhook", "mlflow-webhook-tls"),
+            what="Secret",
         )
+        assert set(secret["data"]) == {"ca.crt", "tls.crt", "tls.key"}
         ca = base64.b64decode(secret["data"]["ca.crt"])
-        bundle = eventually(
-            lambda: cluster.get("mutatingwebhookconfigurations", "", "mlflow-webhook")["webhooks"][
-                0
-            ]["clientConfig"].get("caBundle"),
-            what="caBundle",
-        )  # type: ignore[index]
-        assert base64.b64decode(bundle) == ca
-        # Trust only the caBundle, as the API server does.
-        trust = ssl.create_default_context(cadata=ca.decode())
+
+        def bundle() -> bytes:
+            hooks = cluster.get("mutatingwebhookconfigurations", "", "mlflow-webhook")
+            return base64.b64decode(
+                (hooks or {})["webhooks"][0]["clientConfig"].get("caBundle", "")
+            )
+
+        eventually(lambda: bundle() == ca, what="caBundle")
+
+        def trust() -> ssl.SSLContext:  # as the API server trusts us now
+            return ssl.create_default_context(cadata=bundle().decode())
 
         async def serial(server: WebhookProcess) -> int:
             _, writer = await asyncio.open_connection(
-                "127.0.0.1", server.port, ssl=trust, server_hostname="localhost"
+                "127.0.0.1", server.port, ssl=trust(), server_hostname="localhost"
             )
             der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
             writer.close()
@@ -329,20 +361,21 @@ def test_shared_certificate_cabundle_and_rotation(
         before = {asyncio.run(serial(s)) for s in (first, second)}
         assert len(before) == 1  # both replicas serve the same certificate
 
-        # The serving certificate nears expiry: the leader renews it, every replica reloads,
-        # and requests that trust only the unchanged caBundle keep succeeding throughout.
-        pem = certs.Pem(ca, base64.b64decode(secret["data"]["ca.key"]))
-        near = certs.issue_serving(pem, ["localhost"], ["127.0.0.1"], days=5)
+        # As if the leader had staged a renewal whose pair expires in 5 days: it switches to
+        # that pair, renews it at once with another new CA, and drops the CAs no longer used.
+        staged_ca = certs.generate_ca(days=366)
+        near = certs.issue_serving(staged_ca, ["localhost"], ["127.0.0.1"], days=5)
         secret["data"] |= {
-            "tls.crt": base64.b64encode(near.cert).decode(),
-            "tls.key": base64.b64encode(near.key).decode(),
+            "ca.crt": base64.b64encode(ca + staged_ca.cert).decode(),
+            "next.crt": base64.b64encode(near.cert).decode(),
+            "next.key": base64.b64encode(near.key).decode(),
         }
         cluster.put("secrets", secret)
 
         async def load() -> tuple[list[Any], set[int]]:
             outcomes: list[Any] = []
             seen: set[int] = set()
-            deadline = time.monotonic() + 6
+            deadline = time.monotonic() + 12
             body = json.dumps(
                 review_for(
                     {
@@ -353,10 +386,12 @@ def test_shared_certificate_cabundle_and_rotation(
             )
             while time.monotonic() < deadline:
                 for server in (first, second):
-                    connector = aiohttp.TCPConnector(ssl=trust, force_close=True)
+                    connector = aiohttp.TCPConnector(ssl=trust(), force_close=True)
                     async with aiohttp.ClientSession(connector=connector) as session:
                         try:
-                            async with session.post(server.url + "/mutate", data=body) as r:
+                            async with session.post(
+                                server.url + "/mutate", data=body
+                            ) as r:
                                 outcomes.append(r.status)
                         except aiohttp.ClientError as error:
                             outcomes.append(repr(error))
@@ -366,20 +401,28 @@ def test_shared_certificate_cabundle_and_rotation(
 
         outcomes, seen = asyncio.run(load())
         assert [o for o in outcomes if o != 200] == []
-        renewed = cluster.get("secrets", "mlflow-webhook", "mlflow-webhook-tls")
-        assert certs.not_after(base64.b64decode(renewed["data"]["tls.crt"])) > certs.not_after(
-            near.cert
-        )  # type: ignore[index]
-        assert (
-            len(seen) >= 2
-        )  # the old, the near-expiry and the renewed certificates were all served
-        assert base64.b64decode(renewed["data"]["ca.crt"]) == ca  # type: ignore[index]
+        renewed = {
+            k: base64.b64decode(v)
+            for k, v in cluster.get("secrets", "mlflow-webhook", "mlflow-webhook-tls")[
+                "data"
+            ].items()  # type: ignore[index]
+        }
+        assert set(renewed) == {"ca.crt", "tls.crt", "tls.key"}
+        assert certs.not_after(renewed["tls.crt"]) > certs.not_after(near.cert)
+        assert len(seen) == 3  # the first, the near-expiry and the renewed certificates
+        assert renewed["ca.crt"] == bundle()
+        assert len(certs.bundle(renewed["ca.crt"])) == 1
+        assert certs.issued_by(renewed["tls.crt"], renewed["ca.crt"])
+        for server in (first, second):
+            assert not (server.cert_dir / "ca.key").exists()
     finally:
         first.stop()
         second.stop()
 
 
-def test_drift_is_reported_at_startup(cluster: ApiServerEmulator, tmp_path: Path) -> None:
+def test_drift_is_reported_at_startup(
+    cluster: ApiServerEmulator, tmp_path: Path
+) -> None:
     config = webhook_configuration()
     config["webhooks"][0]["namespaceSelector"]["matchExpressions"].pop()
     cluster.put("mutatingwebhookconfigurations", config)
@@ -399,8 +442,13 @@ def test_drift_is_reported_at_startup(cluster: ApiServerEmulator, tmp_path: Path
     )
     server = replica(cluster, tmp_path, "one")
     try:
-        warning = server.wait_for_log("webhook pods.mlflow-webhook.io does not exclude namespaces")
-        assert "kube-system, kube-public, kube-node-lease, mlflow-webhook" in warning["msg"]
+        warning = server.wait_for_log(
+            "webhook pods.mlflow-webhook.io does not exclude namespaces"
+        )
+        assert (
+            "kube-system, kube-public, kube-node-lease, mlflow-webhook"
+            in warning["msg"]
+        )
     finally:
         server.stop()
 
@@ -423,7 +471,9 @@ def test_only_the_leader_bootstraps(
         }
         assert emulator.calls.count("CreateMlflowTrackingServer") == 1
         done = [s.wait_for_log("bootstrap done") for s in (first, second)]
-        writers = [d for d in done if any(step["action"] != "ok" for step in d["steps"])]
+        writers = [
+            d for d in done if any(step["action"] != "ok" for step in d["steps"])
+        ]
         assert len(writers) == 1
     finally:
         first.stop()

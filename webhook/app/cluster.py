@@ -45,6 +45,7 @@ class Cluster:
                 serve.cert_dir,
                 names,
                 list(LOCAL_IPS),
+                reload_seconds=serve.cert_reload_seconds,
             )
         self._reconciler: NamespaceReconciler | None = None
         self._elector: LeaderElector | None = None

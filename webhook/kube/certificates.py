@@ -1,5 +1,6 @@
-"""Self-signed mode in a cluster: one CA and serving certificate for every replica, kept in a
-Secret; the leader renews it before expiry and keeps our webhook configuration's caBundle."""
+"""Self-signed mode in a cluster: one serving certificate for every replica, kept in a Secret
+with the CA that signed it but never that CA's key; the leader renews it with a new CA before
+expiry (webhook/tls/rotation.py) and keeps our webhook configuration's caBundle."""
 
 from __future__ import annotations
 
@@ -10,15 +11,12 @@ from pathlib import Path
 
 from kubernetes import client
 
-from webhook.tls import certs
+from webhook.tls import certs, rotation
 
 log = logging.getLogger("webhook.kube.certificates")
-KEYS = {
-    "ca.crt": certs.CA_FILE,
-    "ca.key": certs.CA_KEY_FILE,
-    "tls.crt": certs.CERT_FILE,
-    "tls.key": certs.KEY_FILE,
-}
+# When the leader last staged or switched a renewal: the next step waits `overlap` after it.
+ROTATED_AT = "mlflow-webhook.io/ca-rotated-at"
+OVERLAP_RELOADS = 6
 
 
 def _encode(files: dict[str, bytes]) -> dict[str, str]:
@@ -39,21 +37,15 @@ class ClusterCertificates:
         cert_dir: Path,
         dns_names: list[str],
         ips: list[str],
+        reload_seconds: float = 10.0,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.admission = client.AdmissionregistrationV1Api(api)
         self.namespace, self.secret, self.webhook_config = namespace, secret, webhook_config
         self.cert_dir, self.dns_names, self.ips = cert_dir, dns_names, ips
-
-    def _fresh(self, ca: certs.Pem | None = None) -> dict[str, bytes]:
-        ca = ca or certs.generate_ca()
-        serving = certs.issue_serving(ca, self.dns_names, self.ips)
-        return {
-            "ca.crt": ca.cert,
-            "ca.key": ca.key,
-            "tls.crt": serving.cert,
-            "tls.key": serving.key,
-        }
+        # Each renewal step waits this long for the last to take hold everywhere: replicas load
+        # new files within one reload period, the API server a caBundle within seconds.
+        self.overlap = dt.timedelta(seconds=OVERLAP_RELOADS * reload_seconds)
 
     def _read(self) -> client.V1Secret | None:
         try:
@@ -73,7 +65,7 @@ class ClusterCertificates:
                     "labels": {"app.kubernetes.io/managed-by": "mlflow-webhook"},
                 },
                 "type": "kubernetes.io/tls",
-                "data": _encode(self._fresh()),
+                "data": _encode(rotation.fresh(self.dns_names, self.ips)),
             }
             try:
                 self.core.create_namespaced_secret(self.namespace, body)
@@ -84,41 +76,67 @@ class ClusterCertificates:
         self.sync()
 
     def sync(self) -> bool:
-        """Write the Secret's files into the certificate folder if they changed there."""
+        """Write the Secret's serving files into the certificate folder if they changed there.
+
+        Only the CA certificate and the serving pair: never a CA key, nor a staged pair.
+        """
         secret = self._read()
         if secret is None:
             return False
         files = _decode(secret.data)
         changed = False
         self.cert_dir.mkdir(parents=True, exist_ok=True)
+        # An earlier version wrote the CA's key here; nothing reads it any more.
+        (self.cert_dir / certs.CA_KEY_FILE).unlink(missing_ok=True)
         # The key before its certificate: a reader never finds a certificate without its key.
-        for key in ("ca.key", "ca.crt", "tls.key", "tls.crt"):
-            path = self.cert_dir / KEYS[key]
+        for key in rotation.SERVING:
+            path = self.cert_dir / key
             if key in files and (not path.exists() or path.read_bytes() != files[key]):
                 certs.write_atomic(path, files[key], 0o600 if key.endswith(".key") else 0o644)
                 changed = True
         return changed
 
     def maintain(self) -> None:
-        """The leader: renew the serving certificate before it expires, and keep the caBundle."""
+        """The leader: take the renewal's next step, and keep the caBundle on the Secret's CAs."""
         secret = self._read()
         if secret is None:
             return
-        files = _decode(secret.data)
-        now = dt.datetime.now(dt.UTC)
-        if certs.not_after(files["tls.crt"]) < now + certs.RENEW_BEFORE or not certs.covers(
-            files["tls.crt"], self.dns_names, self.ips
-        ):
-            # Same CA, new serving pair: clients that trust the caBundle trust it at once.
-            ca = certs.Pem(files["ca.crt"], files["ca.key"])
-            secret.data = _encode(self._fresh(ca))
+        annotations = (secret.metadata.annotations or {}) if secret.metadata else {}
+        since = annotations.get(ROTATED_AT)
+        step = rotation.next_step(
+            _decode(secret.data),
+            live_bundle=self._live_bundle(),
+            since=dt.datetime.fromisoformat(since) if since else None,
+            now=dt.datetime.now(dt.UTC),
+            overlap=self.overlap,
+            dns_names=self.dns_names,
+            ips=self.ips,
+        )
+        if step.changed:
+            secret.data = _encode(step.files)
+            if step.action in ("stage", "switch"):
+                stamp = dt.datetime.now(dt.UTC).isoformat()
+                secret.metadata.annotations = {**annotations, ROTATED_AT: stamp}
             try:
+                # A replace carries the resourceVersion read: a concurrent write wins, we retry.
                 self.core.replace_namespaced_secret(self.secret, self.namespace, secret)
-                log.info("renewed the serving certificate", extra={"secret": self.secret})
             except client.ApiException as error:
                 if error.status != 409:
                     raise
-        self.patch_ca_bundle(files["ca.crt"])
+                return
+            log.info(
+                "certificate renewal: " + step.action,
+                extra={"secret": self.secret, "step": step.action},
+            )
+        self.patch_ca_bundle(step.files["ca.crt"])
+
+    def _live_bundle(self) -> bytes | None:
+        """The caBundle every webhook of our configuration holds, or None if they differ."""
+        config = self.admission.read_mutating_webhook_configuration(self.webhook_config)
+        held = {hook.client_config.ca_bundle for hook in config.webhooks or []}
+        if len(held) != 1 or None in held:
+            return None
+        return base64.b64decode(held.pop())
 
     def patch_ca_bundle(self, ca: bytes) -> None:
         config = self.admission.read_mutating_webhook_configuration(self.webhook_config)

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cryptography import x509
+from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
@@ -18,6 +19,8 @@ CERT_FILE, KEY_FILE, CA_FILE, CA_KEY_FILE = "tls.crt", "tls.key", "ca.crt", "ca.
 CA_DAYS, SERVING_DAYS = 3650, 365
 # A serving certificate this close to expiry is issued again, well before clients notice.
 RENEW_BEFORE = dt.timedelta(days=30)
+# Certificates start this far in the past, for clocks that run behind ours.
+BACKDATE = dt.timedelta(minutes=5)
 LOCAL_NAMES = ("localhost",)
 LOCAL_IPS = ("127.0.0.1", "::1")
 
@@ -60,8 +63,7 @@ def _builder(
         .issuer_name(issuer)
         .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        # A little slack for clocks that run behind ours.
-        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_before(now - BACKDATE)
         .not_valid_after(now + dt.timedelta(days=days))
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
     )
@@ -111,6 +113,36 @@ def issue_serving(ca: Pem, dns_names: list[str], ips: list[str], days: int = SER
         .sign(ca_key, hashes.SHA256())
     )
     return Pem(cert.public_bytes(serialization.Encoding.PEM), _key_pem(key))
+
+
+def issue_without_ca_key(dns_names: list[str], ips: list[str]) -> tuple[bytes, Pem]:
+    """A CA certificate and the one serving pair it signs; the CA's key is dropped here.
+
+    Nothing else can ever chain to that CA, so it lives as long as its certificate.
+    """
+    ca = generate_ca(days=SERVING_DAYS + 1)
+    return ca.cert, issue_serving(ca, dns_names, ips)
+
+
+def bundle(pem: bytes) -> list[bytes]:
+    """Each certificate of a PEM bundle, on its own."""
+    return [
+        c.public_bytes(serialization.Encoding.PEM) for c in x509.load_pem_x509_certificates(pem)
+    ]
+
+
+def issued_by(cert_pem: bytes, ca_pem: bytes) -> bool:
+    """Whether `ca_pem` signed `cert_pem` (every one of our CAs has the same name)."""
+    cert = x509.load_pem_x509_certificate(cert_pem)
+    try:
+        cert.verify_directly_issued_by(x509.load_pem_x509_certificate(ca_pem))
+    except (ValueError, TypeError, InvalidSignature):
+        return False
+    return True
+
+
+def not_before(cert_pem: bytes) -> dt.datetime:
+    return x509.load_pem_x509_certificate(cert_pem).not_valid_before_utc
 
 
 def not_after(cert_pem: bytes) -> dt.datetime:
