@@ -14,6 +14,18 @@ CASES = load_cases("mutation")
 SCHEMA_VERSION = kubernetes_validate.latest_version()
 
 
+def shared_mount_paths(pod: dict[str, Any]) -> list[str]:
+    """Containers with two mounts at one mountPath, which a real API server rejects
+    (`tests/test_controlplane.py`) and the Pod schema alone does not catch."""
+    spec = pod.get("spec") or {}
+    found = []
+    for group in ("initContainers", "containers"):
+        for container in spec.get(group) or ():
+            paths = [m.get("mountPath") for m in container.get("volumeMounts") or ()]
+            found += [f"{container.get('name')}:{p}" for p in set(paths) if paths.count(p) > 1]
+    return found
+
+
 def run(case: dict[str, Any], pod: dict[str, Any]) -> tuple[dict[str, Any], Any]:
     result = admit(
         parse(review_for(pod, **(case.get("request") or {}))),
@@ -46,6 +58,7 @@ def test_case(name: str, case: dict[str, Any]) -> None:
         assert second.warnings == []
     if case.get("schema", True):
         kubernetes_validate.validate(mutated, SCHEMA_VERSION, strict=True)
+        assert shared_mount_paths(mutated) == []
 
 
 def test_every_rule_has_a_case() -> None:

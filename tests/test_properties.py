@@ -8,7 +8,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.support import apply, review_for, settings
+from tests.support import STATUS_KEY, apply, decode_patch, review_for, settings
+from tests.test_mutation_fixtures import shared_mount_paths
 from webhook.core.reviews import admit, parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
@@ -37,6 +38,8 @@ env_var = st.builds(
 mount = st.one_of(
     st.builds(lambda n: {"name": n, "mountPath": f"/mnt/{n}"}, names),
     st.just({"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}),
+    # Another volume where the token goes: the mount must not be doubled there.
+    st.builds(lambda n: {"name": n, "mountPath": TOKEN_DIR}, names),
 )
 
 
@@ -125,6 +128,7 @@ def test_patch_applies_and_second_run_is_empty(pod: dict[str, Any], which: int) 
     second = admit(parse(review_for(mutated)), s)
     assert second.outcome != "error", second.error
     assert second.patch == []
+    assert shared_mount_paths(mutated) == shared_mount_paths(pod)
     if first.outcome == "injected":
         for group in ("containers", "initContainers"):
             for container in mutated["spec"].get(group) or ():
@@ -148,7 +152,20 @@ def test_patch_applies_and_second_run_is_empty(pod: dict[str, Any], which: int) 
 )
 def test_odd_objects_never_raise(body: Any) -> None:
     """Whatever sits in `object`, the answer allows the request and is well formed."""
-    review = review_for({"metadata": {"annotations": {f"{KEY}/inject": "true"}}, "spec": body})
+    pod = {"metadata": {"annotations": {f"{KEY}/inject": "true"}}, "spec": body}
+    review = review_for(pod)
     result = admit(parse(review), SETTINGS[0])
-    assert result.response["response"]["allowed"] is True
-    assert result.response["response"]["uid"] == review["request"]["uid"]
+    response = result.response["response"]
+    assert response["allowed"] is True
+    assert response["uid"] == review["request"]["uid"]
+    patch = decode_patch(result.response)
+    assert patch == result.patch
+    if result.outcome != "injected":
+        # Admitted unchanged; a Pod we could not read is told so.
+        assert patch == []
+        assert result.outcome == "skipped" or "admitted unchanged" in result.warnings[-1]
+        return
+    # Otherwise the answer is a real one: it applies, is marked, and is stable.
+    mutated = apply(pod, patch)
+    assert STATUS_KEY in mutated["metadata"]["annotations"]
+    assert admit(parse(review_for(mutated)), SETTINGS[0]).patch == []
