@@ -55,6 +55,8 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
         # Reads and repairs name our ServiceAccount; only create cannot be limited by name.
         (("",), ("serviceaccounts",), ("sagemaker-mlflow-sa",), ("get", "patch")),
         (("",), ("serviceaccounts",), (), ("create",)),
+        # Watches of our ServiceAccounts.
+        (("",), ("serviceaccounts",), (), ("list", "watch")),
         (
             ("admissionregistration.k8s.io",),
             ("mutatingwebhookconfigurations",),

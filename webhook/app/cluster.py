@@ -1,8 +1,8 @@
 """The webhook's work with its cluster, wired to the server's lifetime.
 
 Every replica serves admission, keeps the shared certificate files in sync and knows which
-namespaces have the ServiceAccount. Only the leader writes: ServiceAccounts, the renewed
-certificate and the caBundle.
+namespaces have the ServiceAccount. Only the leader watches and writes: ServiceAccounts (it
+watches namespaces and the accounts it manages), the renewed certificate and the caBundle.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from webhook.kube.certificates import ClusterCertificates
 from webhook.kube.configuration import drift_warnings
 from webhook.kube.connection import connect
 from webhook.kube.election import LeaderElector
-from webhook.kube.reconciler import NamespaceReconciler
+from webhook.kube.reconciler import AccountReconciler, NamespaceReconciler
+from webhook.kube.watches import Quiet, Telemetry
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, service_names
 
 log = logging.getLogger("webhook.cluster")
@@ -47,7 +48,10 @@ class Cluster:
                 list(LOCAL_IPS),
                 reload_seconds=serve.cert_reload_seconds,
             )
+        # The app's metrics, once it has them; the leader's watches count into them.
+        self.metrics: Telemetry = Quiet()
         self._reconciler: NamespaceReconciler | None = None
+        self._watchers: list[AccountReconciler] = []
         self._elector: LeaderElector | None = None
         self._leading = threading.Event()
         self._stopping = threading.Event()
@@ -95,19 +99,30 @@ class Cluster:
                 self.config.namespace_selector,
                 role,
                 self.config.resync_seconds,
+                telemetry=self.metrics,
             )
+            self._watchers = [
+                AccountReconciler(self.api, self._reconciler),
+            ]
             if self.leading:
-                self._reconciler.start()
+                self._start_watches()
 
     @property
     def leading(self) -> bool:
         return self._leading.is_set()
 
+    def _start_watches(self) -> None:
+        assert self._reconciler is not None
+        self._reconciler.start()
+        for watcher in self._watchers:
+            watcher.start()
+
     def _lead(self) -> None:
         with self._lock:
             self._leading.set()
+            self.metrics.leader_changed(True)
             if self._reconciler is not None:
-                self._reconciler.start()
+                self._start_watches()
         if self.certificates is not None:
             self._maintainer = threading.Thread(
                 target=self._maintain, name="certificates", daemon=True
@@ -117,8 +132,14 @@ class Cluster:
     def _follow(self) -> None:
         with self._lock:
             self._leading.clear()
+            self.metrics.leader_changed(False)
             if self._reconciler is not None:
+                # Cut every open watch first, so that they end together, not one after another.
+                for watch in [self._reconciler.watch] + [w.watch for w in self._watchers]:
+                    watch.signal_stop()
                 self._reconciler.stop()
+                for watcher in self._watchers:
+                    watcher.stop()
 
     def _maintain(self) -> None:
         while self._leading.is_set() and not self._stopping.is_set():

@@ -34,6 +34,11 @@ class State:
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
 
+    def __post_init__(self) -> None:
+        if self.cluster is not None:
+            self.cluster.metrics = self.metrics
+        self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
+
 
 STATE = web.AppKey("state", State)
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+
 from prometheus_client import (
     CollectorRegistry,
     Counter,
@@ -20,6 +22,8 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
+        self._missed_lock = threading.Lock()
+        self._missed_seen: set[tuple[str, str]] = set()
         self.admissions = Counter(
             "mlflow_webhook_admissions",
             "Admission requests by outcome (injected, skipped, error, invalid) and reason.",
@@ -43,5 +47,75 @@ class Metrics:
             registry=self.registry,
         )
 
+        self._cluster_metrics()
+
+    def _cluster_metrics(self) -> None:
+        self.ready = Gauge(
+            "mlflow_webhook_ready",
+            "1 while this replica answers /readyz as ready (it has its settings), else 0.",
+            registry=self.registry,
+        )
+        self.leader = Gauge(
+            "mlflow_webhook_leader",
+            "1 while this replica holds the Lease and does the cluster writes, else 0.",
+            registry=self.registry,
+        )
+        self.accounts_reconciled = Counter(
+            "mlflow_webhook_service_accounts_reconciled",
+            "ServiceAccount checks by the leader, by outcome (ok, created, repaired, "
+            "left-alone, error).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.accounts_repaired = Counter(
+            "mlflow_webhook_service_accounts_repaired",
+            "Managed ServiceAccounts changed by hand and put back: role-annotation or recreated.",
+            ["what"],
+            registry=self.registry,
+        )
+        self.watch_restarts = Counter(
+            "mlflow_webhook_watch_restarts",
+            "Watches started again other than on their own timeout, by watch (namespace, "
+            "serviceaccount, pod) and reason (expired: 410 Gone, error, dropped).",
+            ["watch", "reason"],
+            registry=self.registry,
+        )
+        self.missed = Gauge(
+            "mlflow_webhook_missed_pods",
+            "Running Pods that opt in but were not injected (the leader's count), by namespace "
+            "and reason (not-injected, service-account-kept).",
+            ["namespace", "reason"],
+            registry=self.registry,
+        )
+        # Known label values start at 0, so that a rate or an alert sees the series at once.
+        for outcome in ("ok", "created", "repaired", "left-alone", "error"):
+            self.accounts_reconciled.labels(outcome)
+        for what in ("role-annotation", "recreated"):
+            self.accounts_repaired.labels(what)
+        for watch in ("namespace", "serviceaccount", "pod"):
+            for reason in ("expired", "error", "dropped"):
+                self.watch_restarts.labels(watch, reason)
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+    # What the cluster side reports (webhook.kube.watches.Telemetry).
+
+    def leader_changed(self, leading: bool) -> None:
+        self.leader.set(1 if leading else 0)
+
+    def watch_restarted(self, watch: str, reason: str) -> None:
+        self.watch_restarts.labels(watch, reason).inc()
+
+    def account_reconciled(self, outcome: str) -> None:
+        self.accounts_reconciled.labels(outcome).inc()
+
+    def account_repaired(self, what: str) -> None:
+        self.accounts_repaired.labels(what).inc()
+
+    def missed_pods(self, counts: dict[tuple[str, str], int]) -> None:
+        """Set every series; one whose Pods are gone stays, at 0."""
+        with self._missed_lock:
+            self._missed_seen.update(counts)
+            for labels in self._missed_seen:
+                self.missed.labels(*labels).set(counts.get(labels, 0))

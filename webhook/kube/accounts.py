@@ -30,6 +30,11 @@ class AccountCache:
         with self._lock:
             self._known.add(namespace)
 
+    def discard(self, namespace: str) -> None:
+        """The account was deleted: admission asks live again until it is back."""
+        with self._lock:
+            self._known.discard(namespace)
+
     def lookup(self, namespace: str) -> bool:
         """The one API call allowed on the request path: a GET with a short timeout."""
         try:

@@ -1,25 +1,32 @@
-"""The namespace reconciler: every namespace with the opt-in label gets the ServiceAccount.
+"""The leader's reconcilers: every namespace with the opt-in label gets the ServiceAccount, and
+the ServiceAccounts we manage are watched, so one edited or deleted by hand is put back at once.
 
-It lists, then watches from the list's resourceVersion with bookmarks; a dropped watch resumes
-from the last version seen, a `410 Gone` lists again, and a periodic resync catches anything a
-watch may have missed.
+Both are uses of the one watch loop (`watches.Watch`): a dropped watch resumes from the last
+version seen, a `410 Gone` lists again, and a periodic resync catches anything a watch missed.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
+from collections.abc import Callable
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
 
+from webhook.core import accounts
 from webhook.kube.accounts import AccountCache, ensure
+from webhook.kube.watches import Key, Quiet, Telemetry, Watch
 
 log = logging.getLogger("webhook.kube.reconciler")
 
+TERMINATING = "Terminating"
+# What `ensure` says, as a metric label.
+OUTCOMES = {"ok": "ok", "created": "created", "role annotation set": "repaired"}
+
 
 class NamespaceReconciler:
+    """Watches opted-in namespaces; the cache holds each one's phase."""
+
     def __init__(
         self,
         api: client.ApiClient,
@@ -28,30 +35,51 @@ class NamespaceReconciler:
         role_arn: str | None,
         resync_seconds: float = 300.0,
         watch_seconds: int = 60,
+        telemetry: Telemetry | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.cache = cache
         self.selector = selector
         self.role_arn = role_arn
-        self.resync_seconds = resync_seconds
-        self.watch_seconds = watch_seconds
-        self._stop = threading.Event()
-        self._watch: watch.Watch | None = None
-        self._thread: threading.Thread | None = None
+        self.telemetry = telemetry or Quiet()
+        # Told when a namespace starts or stops being opted in (the missed-Pod watch listens).
+        self.listeners: list[Callable[[str], None]] = []
+        # Every watch the leader keeps shares these: its timing, and where it counts.
+        self.options: dict[str, Any] = {
+            "resync_seconds": resync_seconds,
+            "watch_seconds": watch_seconds,
+            "telemetry": self.telemetry,
+        }
+        self.watch: Watch[str] = Watch(
+            "namespace", self.core.list_namespace, self, label_selector=selector, **self.options
+        )
 
     def start(self) -> None:
-        self._stop.clear()
-        self._thread = threading.Thread(target=self._run, name="namespace-reconciler", daemon=True)
-        self._thread.start()
+        self.watch.start()
 
     def stop(self) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=self.watch_seconds + 5)
+        self.watch.stop()
 
-    def reconcile(self, namespace: str) -> None:
+    def opted_in(self, namespace: str) -> bool:
+        phase = self.watch.get(("", namespace))
+        return phase is not None and phase != TERMINATING
+
+    def keep(self, obj: dict[str, Any]) -> str:
+        return str((obj.get("status") or {}).get("phase") or "Active")
+
+    def changed(self, key: Key, old: str | None, new: str | None) -> None:
+        name = key[1]
+        if new is not None and new != TERMINATING:
+            self.reconcile(name)
+        if (old is None or old == TERMINATING) != (new is None or new == TERMINATING):
+            for listener in self.listeners:
+                listener(name)
+
+    def synced(self) -> None:
+        pass
+
+    def reconcile(self, namespace: str) -> str:
+        """Ensure the ServiceAccount; return what was done, or "error"."""
         try:
             done = ensure(self.core, namespace, self.cache.name, self.role_arn)
         except client.ApiException as error:
@@ -59,73 +87,66 @@ class NamespaceReconciler:
                 "could not ensure ServiceAccount",
                 extra={"namespace": namespace, "status": error.status, "reason": error.reason},
             )
-            return
+            self.telemetry.account_reconciled("error")
+            return "error"
         self.cache.add(namespace)
+        self.telemetry.account_reconciled(OUTCOMES.get(done, "left-alone"))
         if done != "ok":
             log.info(
                 "ServiceAccount " + done,
                 extra={"namespace": namespace, "service_account": self.cache.name},
             )
+        return done
 
-    def _list(self) -> str:
-        listed = self.core.list_namespace(label_selector=self.selector)
-        for namespace in listed.items:
-            self.reconcile(namespace.metadata.name)
-        return str(listed.metadata.resource_version)
 
-    def _run(self) -> None:
-        version = ""
-        resync_at = 0.0
-        backoff = 1.0
-        while not self._stop.is_set():
-            try:
-                if not version or time.monotonic() >= resync_at:
-                    version = self._list()
-                    resync_at = time.monotonic() + self.resync_seconds
-                version = self._follow(version, resync_at)
-                backoff = 1.0
-            except client.ApiException as error:
-                if error.status == 410:
-                    log.info("watch expired (410 Gone); listing again")
-                    version = ""
-                    continue
-                log.warning(
-                    "namespace watch failed; retrying",
-                    extra={"status": error.status, "delay": backoff},
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
-            except Exception as error:  # noqa: BLE001 - a dropped connection must not end the loop
-                log.warning(
-                    "namespace watch dropped; resuming",
-                    extra={"error": repr(error), "delay": backoff},
-                )
-                self._stop.wait(backoff)
-                backoff = min(backoff * 2, 30.0)
+class AccountReconciler:
+    """Watches the ServiceAccounts we manage (by their managed-by label and our name).
 
-    def _follow(self, version: str, resync_at: float) -> str:
-        """Watch from `version` until the stream ends or a resync is due; return the last seen."""
-        self._watch = watch.Watch()
-        timeout = max(1, min(self.watch_seconds, int(resync_at - time.monotonic()) + 1))
-        stream: Any = self._watch.stream(
-            self.core.list_namespace,
-            label_selector=self.selector,
-            resource_version=version,
-            allow_watch_bookmarks=True,
-            timeout_seconds=timeout,
+    A changed role annotation is put back and a deleted account recreated, in the namespaces
+    that are still opted in. One a person made carries no label of ours and is never seen here.
+    """
+
+    def __init__(self, api: client.ApiClient, namespaces: NamespaceReconciler) -> None:
+        self.namespaces = namespaces
+        self.telemetry = namespaces.telemetry
+        self.watch: Watch[str] = Watch(
+            "serviceaccount",
+            client.CoreV1Api(api).list_service_account_for_all_namespaces,
+            self,
+            label_selector=f"{accounts.MANAGED_BY}={accounts.MANAGER}",
+            field_selector=f"metadata.name={namespaces.cache.name}",
+            **namespaces.options,
         )
-        for event in stream:
-            if self._stop.is_set():
-                break
-            obj = event["object"]
-            if event["type"] == "BOOKMARK":
-                version = (
-                    obj["metadata"]["resourceVersion"]
-                    if isinstance(obj, dict)
-                    else obj.metadata.resource_version
-                )
-                continue
-            version = obj.metadata.resource_version
-            if event["type"] in ("ADDED", "MODIFIED"):
-                self.reconcile(obj.metadata.name)
-        return version
+
+    def start(self) -> None:
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
+
+    def keep(self, obj: dict[str, Any]) -> str:
+        annotations = (obj.get("metadata") or {}).get("annotations") or {}
+        return str(annotations.get(accounts.ROLE_ANNOTATION) or "")
+
+    def changed(self, key: Key, old: str | None, new: str | None) -> None:
+        namespace = key[0]
+        role = self.namespaces.role_arn
+        if new is None:
+            self.namespaces.cache.discard(namespace)
+            if not self.namespaces.opted_in(namespace):
+                return  # the namespace left, or is being deleted: nothing to put back
+            what, why = "recreated", "deleted"
+        elif role and new != role:
+            what, why = "role-annotation", f"role annotation was {new or 'removed'}"
+        else:
+            return
+        done = self.namespaces.reconcile(namespace)
+        if done in ("created", "role annotation set"):
+            self.telemetry.account_repaired(what)
+            log.warning(
+                "repaired a managed ServiceAccount changed by hand",
+                extra={"namespace": namespace, "service_account": key[1], "was": why, "did": done},
+            )
+
+    def synced(self) -> None:
+        pass
