@@ -55,6 +55,10 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
         # Reads and repairs name our ServiceAccount; only create cannot be limited by name.
         (("",), ("serviceaccounts",), ("sagemaker-mlflow-sa",), ("get", "patch")),
         (("",), ("serviceaccounts",), (), ("create",)),
+        # Watches of our ServiceAccounts and of Pod metadata; Events on missed Pods.
+        (("",), ("serviceaccounts",), (), ("list", "watch")),
+        (("",), ("pods",), (), ("list", "watch")),
+        (("",), ("events",), (), ("create",)),
         # Watches of our ServiceAccounts.
         (("",), ("serviceaccounts",), (), ("list", "watch")),
         (

@@ -2,7 +2,8 @@
 
 Every replica serves admission, keeps the shared certificate files in sync and knows which
 namespaces have the ServiceAccount. Only the leader watches and writes: ServiceAccounts (it
-watches namespaces and the accounts it manages), the renewed certificate and the caBundle.
+watches namespaces and the accounts it manages), Events on Pods it missed, the renewed
+certificate and the caBundle.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from webhook.kube.certificates import ClusterCertificates
 from webhook.kube.configuration import drift_warnings
 from webhook.kube.connection import connect
 from webhook.kube.election import LeaderElector
+from webhook.kube.missed import MissedPods
 from webhook.kube.reconciler import AccountReconciler, NamespaceReconciler
 from webhook.kube.watches import Quiet, Telemetry
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, service_names
@@ -51,7 +53,7 @@ class Cluster:
         # The app's metrics, once it has them; the leader's watches count into them.
         self.metrics: Telemetry = Quiet()
         self._reconciler: NamespaceReconciler | None = None
-        self._watchers: list[AccountReconciler] = []
+        self._watchers: list[AccountReconciler | MissedPods] = []
         self._elector: LeaderElector | None = None
         self._leading = threading.Event()
         self._stopping = threading.Event()
@@ -103,6 +105,7 @@ class Cluster:
             )
             self._watchers = [
                 AccountReconciler(self.api, self._reconciler),
+                MissedPods(self.api, settings, self._reconciler, self.identity),
             ]
             if self.leading:
                 self._start_watches()

@@ -1,0 +1,162 @@
+"""Pods the webhook missed: the leader's metadata-only Pod watch, its Events, and `audit`'s list.
+
+The decision is `webhook.core.missed`; here is the I/O that feeds it. Each missed Pod gets one
+Warning Event, named after the Pod's uid, so a new leader's attempt at the same Event is a
+409 and not a second one.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import threading
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+
+from webhook.core import missed
+from webhook.core.missed import Finding, PodFacts
+from webhook.core.settings import Settings
+from webhook.kube.reconciler import TERMINATING, NamespaceReconciler
+from webhook.kube.watches import Key, Watch, pages
+
+log = logging.getLogger("webhook.kube.missed")
+
+
+class MissedPods:
+    """Watches Pod metadata cluster-wide; judges each Pod against the namespace watch's cache."""
+
+    def __init__(
+        self,
+        api: client.ApiClient,
+        settings: Settings,
+        namespaces: NamespaceReconciler,
+        identity: str,
+    ) -> None:
+        self.core = client.CoreV1Api(api)
+        self.settings = settings
+        self.namespaces = namespaces
+        self.identity = identity
+        self.telemetry = namespaces.telemetry
+        self._missed: dict[Key, Finding] = {}
+        self._reported: set[str] = set()  # uids whose Event exists, ours or a former leader's
+        self._lock = threading.Lock()
+        self.watch: Watch[PodFacts] = Watch(
+            "pod",
+            self.core.list_pod_for_all_namespaces,
+            self,
+            field_selector=missed.ACTIVE_PODS,
+            metadata_only=True,
+            **namespaces.options,
+        )
+        namespaces.listeners.append(self.namespace_changed)
+
+    def start(self) -> None:
+        self.watch.start()
+
+    def stop(self) -> None:
+        self.watch.stop()
+        with self._lock:
+            self._missed.clear()
+        self._export()  # a follower reports none: only the leader's count is the truth
+
+    def findings(self) -> list[Finding]:
+        with self._lock:
+            return list(self._missed.values())
+
+    def keep(self, obj: dict[str, Any]) -> PodFacts:
+        return missed.facts(obj.get("metadata") or {}, self.settings)
+
+    def changed(self, key: Key, old: PodFacts | None, new: PodFacts | None) -> None:
+        self._judge(key, new)
+        if new is None and old is not None:
+            with self._lock:
+                self._reported.discard(old.uid)
+        self._export()
+
+    def synced(self) -> None:
+        pass
+
+    def namespace_changed(self, namespace: str) -> None:
+        for key, pod in self.watch.snapshot().items():
+            if key[0] == namespace:
+                self._judge(key, pod)
+        self._export()
+
+    def _judge(self, key: Key, pod: PodFacts | None) -> None:
+        finding = (
+            None
+            if pod is None
+            else missed.find(pod, self.namespaces.opted_in(key[0]), self.settings)
+        )
+        with self._lock:
+            if finding is None:
+                self._missed.pop(key, None)
+                return
+            self._missed[key] = finding
+            if finding.uid in self._reported:
+                return
+            self._reported.add(finding.uid)
+        if not self._record(finding):
+            with self._lock:
+                self._reported.discard(finding.uid)  # tried again on the next change or resync
+
+    def _record(self, finding: Finding) -> bool:
+        body = missed.event(finding, dt.datetime.now(dt.UTC), self.identity)
+        try:
+            self.core.create_namespaced_event(finding.namespace, body)
+        except client.ApiException as error:
+            if error.status == 409:
+                return True  # written before, by us or a former leader
+            log.warning(
+                "could not write the missed-Pod Event",
+                extra={"namespace": finding.namespace, "pod": finding.name, "status": error.status},
+            )
+            return bool(error.status == 404)  # the namespace or Pod is gone: nothing to tell
+        log.warning(
+            "Pod missed by the webhook",
+            extra={"namespace": finding.namespace, "pod": finding.name, "reason": finding.reason},
+        )
+        return True
+
+    def _export(self) -> None:
+        counts: dict[tuple[str, str], int] = {}
+        with self._lock:
+            for finding in self._missed.values():
+                label = (finding.namespace, finding.reason)
+                counts[label] = counts.get(label, 0) + 1
+        self.telemetry.missed_pods(counts)
+
+
+@dataclass
+class Audit:
+    findings: list[Finding] = field(default_factory=list)
+    pods: int = 0
+
+
+def audit(
+    api: client.ApiClient, settings: Settings, selector: str, namespace: str | None = None
+) -> Audit:
+    """Every missed Pod, listed once (reads only): what the leader's watch finds, for a person."""
+    core = client.CoreV1Api(api)
+    only = f"metadata.name={namespace}" if namespace else None
+    opted: set[str] = set()
+    for body in pages(core.list_namespace, label_selector=selector, field_selector=only):
+        for item in body.get("items") or ():
+            if (item.get("status") or {}).get("phase") != TERMINATING:
+                opted.add(item["metadata"]["name"])
+    if namespace:
+        lister: Any = lambda **kw: core.list_namespaced_pod(namespace, **kw)  # noqa: E731
+    else:
+        lister = core.list_pod_for_all_namespaces
+    result = Audit()
+    for body in pages(lister, metadata_only=True, field_selector=missed.ACTIVE_PODS):
+        for item in body.get("items") or ():
+            result.pods += 1
+            pod = missed.facts(item.get("metadata") or {}, settings)
+            finding = missed.find(pod, pod.namespace in opted, settings)
+            if finding is not None:
+                result.findings.append(finding)
+    result.findings.sort(key=lambda f: (f.namespace, f.name))
+    return result
