@@ -59,8 +59,6 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
         (("",), ("serviceaccounts",), (), ("list", "watch")),
         (("",), ("pods",), (), ("list", "watch")),
         (("",), ("events",), (), ("create",)),
-        # Watches of our ServiceAccounts.
-        (("",), ("serviceaccounts",), (), ("list", "watch")),
         (
             ("admissionregistration.k8s.io",),
             ("mutatingwebhookconfigurations",),
