@@ -115,16 +115,17 @@ async def test_strange_pod_is_admitted_unchanged_with_warning(small: WebhookProc
     response = answer["response"]
     assert response["allowed"] is True
     assert "patch" not in response
+    assert "spec.containers is not a list" in response["warnings"][0]
     assert "admitted unchanged" in response["warnings"][0]
-    entry = small.wait_for_log("admission failed")
-    assert entry["level"] == "error"
+    entry = small.wait_for_log("admission: a Pod it cannot read")
+    assert entry["level"] == "warning"
     assert entry["uid"] == odd["request"]["uid"]
     async with (
         aiohttp.ClientSession() as session,
         session.get(small.url + "/metrics", ssl=small.client_context()) as r,
     ):
         assert (
-            'mlflow_webhook_admissions_total{outcome="error",reason="internal-error"} 1.0'
+            'mlflow_webhook_admissions_total{outcome="skipped",reason="malformed"} 1.0'
             in await r.text()
         )
 

@@ -10,6 +10,16 @@ from webhook.core.settings import Settings
 
 # The API server caps objects at 3 MiB; an AdmissionReview carries the object and its envelope.
 DEFAULT_MAX_BODY_BYTES = 8 * 1024 * 1024
+# Longer than the API server keeps an idle connection (its HTTP client's 90 s), so it is the
+# one that closes, never racing our close with a request on a reused connection; and far
+# short of aiohttp's default hour, so abandoned connections do not pile up.
+DEFAULT_KEEPALIVE_SECONDS = 120.0
+# Headers, and then the body, each get this long. The API server sends a review in
+# milliseconds and waits at most 30 s (timeoutSeconds) for the answer.
+DEFAULT_READ_TIMEOUT_SECONDS = 10.0
+# An idle TLS connection costs about 50 KiB (README, "Connections and time"): this many keep
+# a replica well inside the Deployment's 256 MiB limit, with room for requests in flight.
+DEFAULT_MAX_CONNECTIONS = 1000
 
 
 @dataclass(frozen=True)
@@ -46,5 +56,10 @@ class ServeConfig:
     namespace: str = "mlflow-webhook"
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES
     cert_reload_seconds: float = 10.0
-    shutdown_timeout: float = 20.0
+    keepalive_seconds: float = DEFAULT_KEEPALIVE_SECONDS
+    read_timeout_seconds: float = DEFAULT_READ_TIMEOUT_SECONDS
+    max_connections: int = DEFAULT_MAX_CONNECTIONS
+    # The Pod's grace period is 30 s, of which the preStop sleep takes 5: requests in flight
+    # get this long (more than the read deadline), and closing what is left takes the rest.
+    shutdown_timeout: float = 15.0
     cluster: ClusterConfig | None = None

@@ -10,18 +10,21 @@ from typing import Any
 
 import orjson
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
+from webhook.app.answers import JSON_HEADERS, error
+from webhook.app.answers import json as _json
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
+from webhook.app.connections import Connection, Pool
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
+from webhook.core.echo import clip, text
 from webhook.core.reviews import BadReview, admit, parse, respond, sets_service_account
 from webhook.core.settings import Settings
 
 log = logging.getLogger("webhook.admission")
 events = Events("webhook.admission")
-# Name the product, not the framework and interpreter versions behind it.
-JSON_HEADERS = {"Content-Type": "application/json", "Server": "mlflow-webhook"}
 
 
 @dataclass
@@ -33,31 +36,38 @@ class State:
     ready: bool = False
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    pool: Pool = field(init=False)
 
     def __post_init__(self) -> None:
         if self.cluster is not None:
             self.cluster.metrics = self.metrics
         self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
+        self.pool = Pool(self.config.max_connections, on_evict=self.metrics.evictions.inc)
+        self.metrics.connections.set_function(lambda: len(self.pool))
 
 
 STATE = web.AppKey("state", State)
 
 
-def _json(body: dict[str, Any], status: int = 200) -> web.Response:
-    return web.Response(body=orjson.dumps(body), status=status, headers=JSON_HEADERS)
-
-
-def error(status: int, message: str) -> web.Response:
-    return _json({"error": message, "status": status}, status)
-
-
 async def mutate(request: web.Request) -> web.Response:
     state = request.app[STATE]
     started = time.perf_counter()
+    limit = state.config.max_body_bytes
+    if (request.content_length or 0) > limit:
+        # Refused on the header alone: no waiting for a body that may never come.
+        return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
+    deadline = state.config.read_timeout_seconds
     try:
-        body = await request.read()
+        body = await asyncio.wait_for(request.read(), deadline)
     except web.HTTPRequestEntityTooLarge:
-        return _invalid(state, 413, f"body is larger than {state.config.max_body_bytes} bytes")
+        return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
+    except TimeoutError:
+        return _invalid(state, 408, f"body did not arrive within {deadline:g} s", close=True)
+    except (HttpProcessingError, web.RequestPayloadError) as exc:
+        # A body aiohttp could not decode, such as gzip that is not gzip.
+        cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
+        reason = cause.message if isinstance(cause, HttpProcessingError) else str(cause)
+        return _invalid(state, 400, f"body could not be read: {clip(reason, 200)}", close=True)
     try:
         review = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
@@ -77,11 +87,12 @@ async def mutate(request: web.Request) -> web.Response:
     elapsed = time.perf_counter() - started
     state.metrics.admissions.labels(result.outcome, result.reason).inc()
     state.metrics.latency.observe(elapsed)
+    # Fields from the request are clipped: a log line must not grow with what a client sends.
     fields: dict[str, Any] = {
-        "uid": result.uid,
+        "uid": clip(result.uid),
         "namespace": result.namespace,
         "pod": result.pod,
-        "operation": req.get("operation"),
+        "operation": text(req.get("operation"), 20),
         "outcome": result.outcome,
         "reason": result.reason,
         "dry_run": result.dry_run,
@@ -94,6 +105,8 @@ async def mutate(request: web.Request) -> web.Response:
         events.log(
             logging.ERROR, f"admission failed; Pod admitted unchanged: {result.error}", fields
         )
+    elif result.reason == "malformed":
+        events.log(logging.WARNING, "admission: a Pod it cannot read, admitted unchanged", fields)
     else:
         events.log(logging.INFO, "admission", fields)
     return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
@@ -123,10 +136,14 @@ async def _account_exists(state: State, namespace: str) -> bool:
         return False
 
 
-def _invalid(state: State, status: int, message: str) -> web.Response:
+def _invalid(state: State, status: int, message: str, *, close: bool = False) -> web.Response:
+    """`close`: the body was not read to its end, so the connection cannot carry another request."""
     state.metrics.admissions.labels("invalid", str(status)).inc()
     log.warning("rejected request: %s", message, extra={"status": status})
-    return error(status, message)
+    response = error(status, message)
+    if close:
+        response.force_close()
+    return response
 
 
 async def healthz(request: web.Request) -> web.Response:
@@ -152,9 +169,17 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     state = request.app[STATE]
     state.in_flight += 1
     state.idle.clear()
+    connection = request.protocol
+    if isinstance(connection, Connection):
+        connection.begin()
     try:
         response: web.StreamResponse = await handler(request)
         return response
+    except ConnectionError as exc:
+        # The client went away, mid-body most often: nothing of ours broke, and the answer
+        # below has no one to go to (aiohttp drops it quietly).
+        log.info("client disconnected: %s %s (%s)", request.method, clip(request.path), exc)
+        return error(400, "client disconnected")
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -166,6 +191,8 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error(500, "internal error")
     finally:
+        if isinstance(connection, Connection):
+            connection.end()
         state.in_flight -= 1
         if state.in_flight == 0:
             state.idle.set()

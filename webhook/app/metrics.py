@@ -46,6 +46,16 @@ class Metrics:
             "Times a changed serving certificate was loaded.",
             registry=self.registry,
         )
+        self.connections = Gauge(
+            "mlflow_webhook_open_connections",
+            "Client connections open now (TLS handshake done).",
+            registry=self.registry,
+        )
+        self.evictions = Counter(
+            "mlflow_webhook_connections_evicted",
+            "Idle connections closed to make room at the --max-connections bound.",
+            registry=self.registry,
+        )
 
         self._cluster_metrics()
 

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import resource
 import signal
+import ssl
 import threading
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -15,6 +17,7 @@ from aiohttp import web
 from webhook.app import handlers
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
+from webhook.app.connections import Connection, Site
 from webhook.app.handlers import STATE, State
 from webhook.core.settings import Settings
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
@@ -22,6 +25,8 @@ from webhook.tls.context import ReloadingContext
 
 log = logging.getLogger("webhook.server")
 TLS = web.AppKey("tls", ReloadingContext)
+# After the drain, what is left is closed; aiohttp then waits at most this long for handlers.
+CLOSE_SECONDS = 2.0
 
 
 def create_app(config: ServeConfig) -> web.Application:
@@ -93,18 +98,19 @@ async def _certificates(app: web.Application) -> AsyncIterator[None]:
 
 async def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
+    _allow_files(config.max_connections + 256)
     app = create_app(config)
     tls = app[TLS]
-    runner = web.AppRunner(app, access_log=None, shutdown_timeout=config.shutdown_timeout)
+    state = app[STATE]
+    runner = web.AppRunner(app, shutdown_timeout=CLOSE_SECONDS)
     await runner.setup()
-    site = web.TCPSite(runner, config.host, config.port, ssl_context=tls.context, backlog=1024)
+    site = _site(runner, state, tls.context)
     await site.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     ports = sorted({address[1] for address in runner.addresses})
-    state = app[STATE]
     where = {"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
     # Without a cluster (--no-kube, or no kubeconfig outside a Pod) it serves admission only.
     log.info("listening", extra={**where, "cluster": state.cluster is not None})
@@ -153,11 +159,51 @@ async def serve(config: ServeConfig) -> int:
             log.warning(
                 "gave up waiting for requests in flight", extra={"in_flight": state.in_flight}
             )
+    # Whatever is still open (idle keep-alive connections, a client that stalled past every
+    # deadline) is closed now, so aiohttp's cleanup has nothing left to wait for.
+    state.pool.close_all()
     await runner.cleanup()
     if state.cluster is not None:
         await asyncio.to_thread(state.cluster.stop)
     log.info("stopped")
     return 1 if failed else 0
+
+
+def _allow_files(wanted: int) -> None:
+    """Raise the soft limit on open files toward the hard one, so that the connection bound,
+    not a failing accept(), is what limits a flood."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+
+
+def _site(runner: web.AppRunner, state: State, context: ssl.SSLContext) -> Site:
+    """Our connections, on the port: bounded, with deadlines and a keep-alive timeout."""
+    config = state.config
+    server = runner.server
+    assert server is not None
+    loop = asyncio.get_running_loop()
+
+    def connection() -> Connection:
+        return Connection(
+            server,
+            loop=loop,
+            pool=state.pool,
+            headers_timeout=config.read_timeout_seconds,
+            keepalive_timeout=config.keepalive_seconds,
+            access_log=None,
+        )
+
+    return Site(
+        runner,
+        config.host,
+        config.port,
+        ssl_context=context,
+        backlog=1024,
+        connection=connection,
+        handshake_timeout=config.read_timeout_seconds,
+    )
 
 
 async def _prepare(

@@ -190,6 +190,9 @@ def _serve(args: argparse.Namespace) -> int:
         namespace=args.namespace,
         max_body_bytes=args.max_body_bytes,
         cert_reload_seconds=args.cert_reload_seconds,
+        keepalive_seconds=args.keepalive_seconds,
+        read_timeout_seconds=args.read_timeout_seconds,
+        max_connections=args.max_connections,
         cluster=cluster_config_from(args),
     )
     configure(args.log_level)
