@@ -1,7 +1,7 @@
 """An emulator of EKS Pod Identity associations, which moto lacks, in front of moto's EKS.
 
-It speaks EKS's REST-JSON protocol for CreatePodIdentityAssociation and
-ListPodIdentityAssociations, checks requests and responses against botocore's EKS model, and
+It speaks EKS's REST-JSON protocol for Create, List, Describe and Delete PodIdentityAssociation,
+checks requests and responses against botocore's EKS model, and
 forwards every other EKS call (DescribeCluster, ...) to moto's server unchanged.
 """
 
@@ -34,6 +34,8 @@ class EksPodIdentityEmulator(Served):
         app = web.Application()
         app.router.add_post(PATH, self._create)
         app.router.add_get(PATH, self._list)
+        app.router.add_get(PATH + "/{id}", self._describe)
+        app.router.add_delete(PATH + "/{id}", self._delete)
         app.router.add_route("*", "/{tail:.*}", self._forward)
         self._http = ThreadedApp(app, on_stop=self._close)
         self.url = ""
@@ -109,6 +111,28 @@ class EksPodIdentityEmulator(Served):
             if a["clusterName"] == cluster and all(a[k] == v for k, v in wanted.items())
         ]
         return self._respond("ListPodIdentityAssociations", {"associations": summaries})
+
+    def _find(self, request: web.Request) -> dict[str, Any] | None:
+        cluster, wanted = request.match_info["name"], request.match_info["id"]
+        for association in self.associations:
+            if (association["clusterName"], association["associationId"]) == (cluster, wanted):
+                return association
+        return None
+
+    async def _describe(self, request: web.Request) -> web.Response:
+        self.calls.append("DescribePodIdentityAssociation")
+        association = self._find(request)
+        if association is None:
+            return self._error("ResourceNotFoundException", "Association not found", 404)
+        return self._respond("DescribePodIdentityAssociation", {"association": association})
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        self.calls.append("DeletePodIdentityAssociation")
+        association = self._find(request)
+        if association is None:
+            return self._error("ResourceNotFoundException", "Association not found", 404)
+        self.associations.remove(association)
+        return self._respond("DeletePodIdentityAssociation", {"association": association})
 
     def _respond(self, operation: str, result: dict[str, Any]) -> web.Response:
         wrong = problems(MODEL.operation_model(operation).output_shape, result)

@@ -62,6 +62,7 @@ class SageMakerEmulator(Served):
     servers: dict[str, Server] = field(default_factory=dict)
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    tags: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     faults: dict[str, list[Injected]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
@@ -190,6 +191,7 @@ class SageMakerEmulator(Served):
         if name in self.servers:
             raise Fault("ResourceInUse", f"Tracking server {name} already exists.")
         server = self.servers[name] = Server(self._record(name, region, body))
+        self.tags[server.record["TrackingServerArn"]] = list(body.get("Tags", []))
         self._move(server, "Creating", self.create_outcome)
         return {"TrackingServerArn": server.record["TrackingServerArn"]}
 
@@ -246,6 +248,12 @@ class SageMakerEmulator(Served):
         server = self._server(body["TrackingServerName"])
         token = secrets.token_urlsafe(24)
         return {"AuthorizedUrl": f"{server.record['TrackingServerUrl']}/auth?authToken={token}"}
+
+    def _list_tags(self, body: dict[str, Any], region: str) -> dict[str, Any]:
+        arn = body["ResourceArn"]
+        if not any(s.record["TrackingServerArn"] == arn for s in self.servers.values()):
+            raise Fault("ResourceNotFound", f"{arn} does not exist.")
+        return {"Tags": self.tags.get(arn, [])}
 
     def _describe_mlflow_app(self, body: dict[str, Any], region: str) -> dict[str, Any]:
         app = self.apps.get(body["Arn"])

@@ -11,11 +11,12 @@ from botocore.exceptions import ClientError
 from webhook.aws.clients import Clients, code
 from webhook.core import policies
 from webhook.core.plans import Plan
+from webhook.core.teardown import MANAGED_BY_KEY, MANAGED_BY_VALUE
 
-MANAGED_BY = [{"Key": "app.kubernetes.io/managed-by", "Value": "mlflow-webhook"}]
+MANAGED_BY = [{"Key": MANAGED_BY_KEY, "Value": MANAGED_BY_VALUE}]
 
 
-def _document(raw: Any) -> policies.Document:
+def parse_document(raw: Any) -> policies.Document:
     """IAM returns policy documents URL-encoded in some APIs and decoded in others."""
     if isinstance(raw, dict):
         return raw
@@ -84,7 +85,7 @@ def role(
                     raise
                 return role(clients, plan, account, name, trust, merge)
         return arn
-    existing = _document(current["AssumeRolePolicyDocument"])
+    existing = parse_document(current["AssumeRolePolicyDocument"])
     wanted = policies.merge_trust(existing, trust["Statement"][-1]) if merge else trust
     if policies.same(existing, wanted):
         plan.add("iam-role", name, "ok")
@@ -101,7 +102,7 @@ def inline_policy(
     current = None
     if get_role(clients, role_name) is not None:
         try:
-            current = _document(
+            current = parse_document(
                 clients.iam.get_role_policy(RoleName=role_name, PolicyName=name)["PolicyDocument"]
             )
         except ClientError as error:
@@ -139,7 +140,7 @@ def managed_policy(
     current = clients.iam.get_policy_version(PolicyArn=arn, VersionId=version)["PolicyVersion"][
         "Document"
     ]
-    if policies.same(_document(current), doc):
+    if policies.same(parse_document(current), doc):
         plan.add("iam-policy", name, "ok")
         return arn
     plan.add("iam-policy", name, "update", "new default version")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from botocore.exceptions import ClientError
 
 from webhook.aws.clients import Clients, code
+from webhook.aws.iam import MANAGED_BY
 from webhook.core.plans import Plan
 
 PRIVATE = {
@@ -26,6 +27,8 @@ def bucket(clients: Clients, plan: Plan, name: str) -> None:
         plan.add("s3-bucket", name, "create", "private, encrypted")
         if not plan.dry_run:
             _create(clients, name)
+            # The tag is how a teardown knows this bucket is ours to delete, and no other is.
+            s3.put_bucket_tagging(Bucket=name, Tagging={"TagSet": MANAGED_BY})
             s3.put_public_access_block(Bucket=name, PublicAccessBlockConfiguration=PRIVATE)
             s3.put_bucket_encryption(Bucket=name, ServerSideEncryptionConfiguration=ENCRYPTED)
         return

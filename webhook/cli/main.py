@@ -21,6 +21,7 @@ from webhook.app.server import serve
 from webhook.aws import bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
+from webhook.cli import teardown
 from webhook.cli.options import (
     Parser,
     add,
@@ -120,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject every Pod template that does not opt out, not only those that opt in",
     )
 
+    teardown.add_parser(commands)
+
     p = commands.add_parser("certs", help="write a CA and a serving certificate for the Service")
     add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
     add(p, "--namespace", default="mlflow-webhook", help="the webhook's namespace")
@@ -133,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "inject":
         return _inject(args)
+    if args.command == "teardown":
+        return teardown.run(args)
     if args.command in ("bootstrap", "iam-policy", "ui-url"):
         try:
             return int(

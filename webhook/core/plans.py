@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
-Action = Literal["ok", "create", "update", "start", "wait"]
+Action = Literal["ok", "create", "update", "start", "wait", "delete", "keep"]
 
 
 @dataclass(frozen=True)
@@ -33,7 +33,7 @@ class Plan:
 
     @property
     def changes(self) -> int:
-        return sum(step.action != "ok" for step in self.steps)
+        return sum(step.action not in ("ok", "keep") for step in self.steps)
 
     def as_json(self) -> str:
         data: dict[str, Any] = {

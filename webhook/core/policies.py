@@ -318,6 +318,7 @@ def _server_side(scope: Scope, server_role: str) -> list[Document]:
             f"arn:{scope.part}:s3:::{scope.bucket}",
             "s3:ListBucket",
             "s3:CreateBucket",
+            "s3:PutBucketTagging",  # the managed-by tag, by which a teardown knows the bucket
             "s3:GetBucketPublicAccessBlock",
             "s3:PutBucketPublicAccessBlock",
             "s3:GetEncryptionConfiguration",
