@@ -476,6 +476,12 @@ def test_pod_identity_trust_and_associations(
         [statement] = role_trust(moto, "SM_MLFLOW_ACCESS_ROLE")["Statement"]
         assert statement["Principal"] == {"Service": "pods.eks.amazonaws.com"}
         assert statement["Action"] == ["sts:AssumeRole", "sts:TagSession"]
+        assert statement["Condition"] == {
+            "StringEquals": {
+                "aws:RequestTag/kubernetes-namespace": ["team-a", "team-b"],
+                "aws:RequestTag/kubernetes-service-account": ["sagemaker-mlflow-sa"],
+            }
+        }
         assert [(a["namespace"], a["serviceAccount"], a["roleArn"]) for a in eks.associations] == [
             ("team-a", "sagemaker-mlflow-sa", plan.pod_role_arn),
             ("team-b", "sagemaker-mlflow-sa", plan.pod_role_arn),

@@ -94,7 +94,7 @@ def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: st
         host = issuer.removeprefix("https://")
         statement = policies.irsa_statement(provider, host, config.service_account, namespaces)
     else:
-        statement = policies.pod_identity_statement()
+        statement = policies.pod_identity_statement(config.service_account, namespaces)
     arn = iam.role(
         clients, plan, account, config.pod_role_name, policies.document(statement), merge=True
     )

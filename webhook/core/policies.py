@@ -100,12 +100,21 @@ def _subject_condition(audience: Document, key: str, subs: list[str]) -> Documen
     return {"StringEquals": {**audience, key: subs}}
 
 
-def pod_identity_statement() -> Document:
+def pod_identity_statement(service_account: str, namespaces: list[str]) -> Document:
+    """EKS Pod Identity, for our ServiceAccount in the namespaces asked for: the session tags
+    EKS sets name them (EKS User Guide, "Create IAM role with trust policy required by EKS Pod
+    Identity"), so an association made elsewhere cannot use the role."""
     return {
         "Sid": TRUST_SID,
         "Effect": "Allow",
         "Principal": {"Service": "pods.eks.amazonaws.com"},
         "Action": ["sts:AssumeRole", "sts:TagSession"],
+        "Condition": {
+            "StringEquals": {
+                "aws:RequestTag/kubernetes-namespace": namespaces,
+                "aws:RequestTag/kubernetes-service-account": [service_account],
+            }
+        },
     }
 
 
