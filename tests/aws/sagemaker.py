@@ -21,6 +21,7 @@ import botocore.session
 import orjson
 from aiohttp import web
 
+from tests.aws.gate import Denied, IamGate, sagemaker_needs
 from tests.aws.shapes import problems
 from tests.aws.wire import credential_scope
 from tests.threaded import Served, ThreadedApp
@@ -64,6 +65,8 @@ class SageMakerEmulator(Served):
     calls: list[str] = field(default_factory=list)
     tags: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     faults: dict[str, list[Injected]] = field(default_factory=dict)
+    # With a gate, every call is authorized as AWS would, against the caller's IAM policies.
+    gate: IamGate | None = None
 
     def __post_init__(self) -> None:
         self.lock = threading.Lock()
@@ -116,7 +119,8 @@ class SageMakerEmulator(Served):
                 raise Fault(
                     "MissingAuthenticationTokenException", "Missing SigV4 Authentication Token"
                 )
-            body = orjson.loads(await request.read() or b"{}")
+            raw = await request.read()
+            body = orjson.loads(raw or b"{}")
             shape = MODEL.operation_model(operation).input_shape
             found = problems(shape, body) if shape else []
             if found:
@@ -124,6 +128,8 @@ class SageMakerEmulator(Served):
                     "ValidationException",
                     f"{len(found)} validation error(s) detected: " + "; ".join(found),
                 )
+            if self.gate is not None:
+                self._authorize(request, raw, operation, body, scope[0])
             with self.lock:
                 self.calls.append(operation)
                 self._fault(operation)
@@ -146,6 +152,18 @@ class SageMakerEmulator(Served):
                 content_type="application/x-amz-json-1.1",
                 headers={"x-amzn-ErrorType": fault.code},
             )
+
+    def _authorize(
+        self, request: web.Request, raw: bytes, operation: str, body: dict[str, Any], region: str
+    ) -> None:
+        assert self.gate is not None
+        needed = sagemaker_needs(self.account, region, operation, body)
+        url = f"http://{request.host}{request.raw_path}"
+        try:
+            self.gate.authorize(request.method, url, dict(request.headers), raw, operation, needed)
+        except Denied as denied:
+            code = "AccessDeniedException" if denied.code == "AccessDenied" else denied.code
+            raise Fault(code, denied.message, denied.status) from None
 
     def _fault(self, operation: str) -> None:
         for injected in self.faults.get(operation, []):

@@ -11,30 +11,18 @@ and records what it saw so a test can show which credentials were used.
 from __future__ import annotations
 
 import hashlib
-import hmac
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
-import aiohttp
 from aiohttp import web
-from botocore.auth import SigV4Auth
-from botocore.awsrequest import AWSRequest
-from botocore.credentials import Credentials
 
+from tests.aws.wire import Signed, Upstream
 from tests.threaded import ThreadedApp
 
-_AUTH = re.compile(
-    r"AWS4-HMAC-SHA256 Credential=(?P<key>[^/]+)/(?P<date>\d{8})/(?P<region>[^/]+)/"
-    r"(?P<service>[^/]+)/aws4_request, ?SignedHeaders=(?P<headers>[^,]+), ?"
-    r"Signature=(?P<sig>[0-9a-f]{64})"
-)
 ROUTES = {  # ARN header -> the signing service the real front expects with it
     "x-mlflow-sm-tracking-server-arn": "sagemaker-mlflow",
     "x-sm-mlflow-app-arn": "sagemaker",
 }
-_HOP = {"host", "content-length", "transfer-encoding", "connection", "authorization"}
 
 Lookup = Callable[[str], tuple[str, str | None, str] | None]  # key -> (secret, token, role ARN)
 
@@ -64,23 +52,19 @@ def moto_sts_lookup(access_key: str) -> tuple[str, str | None, str] | None:
 
 class Front:
     def __init__(self, upstream: str, lookup: Lookup = moto_sts_lookup) -> None:
-        self.upstream = upstream.rstrip("/")
+        # The credentials stop here, as at the real front door.
+        self._upstream = Upstream(upstream, drop=frozenset({"authorization"}))
         self.lookup = lookup
         self.seen: list[Seen] = []
         self.rejected: list[str] = []
         self.url = ""
 
     def start(self) -> str:
-        self._session: aiohttp.ClientSession | None = None
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
-        self._server = ThreadedApp(app, on_stop=self._close)
+        self._server = ThreadedApp(app, on_stop=self._upstream.close)
         self.url = self._server.start()
         return self.url
-
-    async def _close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
 
     def stop(self) -> None:
         self._server.stop()
@@ -96,15 +80,15 @@ class Front:
             return self._deny("exactly one MLflow ARN header is required")
         arn_header, expected_service = route[0]
         arn = request.headers[arn_header]
-        match = _AUTH.fullmatch(request.headers.get("Authorization", ""))
-        if not match:
+        signed = Signed.parse(request.headers.get("Authorization", ""))
+        if signed is None:
             return self._deny("missing or malformed SigV4 Authorization header")
         region = arn.split(":")[3]
-        if (match["service"], match["region"]) != (expected_service, region):
+        if (signed.service, signed.region) != (expected_service, region):
             return self._deny(
-                f"signed for {match['service']}/{match['region']}, not {expected_service}/{region}"
+                f"signed for {signed.service}/{signed.region}, not {expected_service}/{region}"
             )
-        found = self.lookup(match["key"])
+        found = self.lookup(signed.access_key)
         if found is None:
             return self._deny("The security token included in the request is invalid")
         secret, token, role_arn = found
@@ -112,47 +96,20 @@ class Front:
             return self._deny("session token does not match the access key")
         if request.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
             return self._deny("payload hash does not match the body")
-        if not hmac.compare_digest(
-            self._signature(request, body, match, secret, token), match["sig"]
-        ):
+        url = f"http://{request.host}{request.raw_path}"
+        if not signed.verifies(request.method, url, request.headers, body, secret, token):
             return self._deny(
                 "The request signature we calculated does not match the signature you provided"
             )
         self.seen.append(
             Seen(
-                request.method, request.path, match["key"], match["service"], region, arn, role_arn
+                request.method,
+                request.path,
+                signed.access_key,
+                signed.service,
+                region,
+                arn,
+                role_arn,
             )
         )
-        return await self._forward(request, body)
-
-    @staticmethod
-    def _signature(
-        request: web.Request, body: bytes, match: re.Match[str], secret: str, token: str | None
-    ) -> str:
-        signed = match["headers"].split(";")
-        headers = {name: request.headers.get(name, "") for name in signed}
-        aws = AWSRequest(
-            method=request.method,
-            url=f"http://{request.host}{request.raw_path}",
-            data=body,
-            headers=headers,
-        )
-        aws.context["timestamp"] = request.headers["X-Amz-Date"]
-        auth = SigV4Auth(
-            Credentials(match["key"], secret, token), match["service"], match["region"]
-        )
-        canonical = auth.canonical_request(aws)
-        return str(auth.signature(auth.string_to_sign(aws, canonical), aws))
-
-    async def _forward(self, request: web.Request, body: bytes) -> web.StreamResponse:
-        if self._session is None:
-            self._session = aiohttp.ClientSession(auto_decompress=False)
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in _HOP}
-        async with self._session.request(
-            request.method, self.upstream + request.raw_path, data=body, headers=headers
-        ) as upstream:
-            data = await upstream.read()
-            out: dict[str, Any] = {
-                k: v for k, v in upstream.headers.items() if k.lower() not in _HOP
-            }
-            return web.Response(body=data, status=upstream.status, headers=out)
+        return await self._upstream.forward(request, body)
