@@ -1,6 +1,14 @@
-"""An emulator of the Kubernetes API server, for the endpoints mlflow-webhook uses.
+"""An emulator of the Kubernetes API server, kept only for a fault a real one will not produce on
+demand: `410 Gone` at a chosen moment (`compact`, then `drop_watches`; tests/test_cluster_gone.py).
 
-Served over real HTTPS on loopback and reached by the official `kubernetes` client through a
+Every other cluster test runs on the real control plane (tests/kube/controlplane.py), because
+this emulator decides nothing the way the API server does: it enforces no RBAC (any token
+passes), runs no admission chain and no validation, treats strategic merge as merge, creates
+objects in namespaces that do not exist, and sends a namespace that newly matches a selector as
+MODIFIED. Faults the real server can be put through (a dropped watch, an API server that does
+not answer) are made by the proxy in tests/kube/proxy.py instead.
+
+It is served over real HTTPS on loopback and reached by the official `kubernetes` client through a
 real kubeconfig. It keeps the semantics the code depends on: resourceVersions, label selectors,
 namespace list and watch with bookmarks and `410 Gone` once history is compacted, ServiceAccount
 create (409 AlreadyExists) and patch (merge and strategic-merge), MutatingWebhookConfiguration

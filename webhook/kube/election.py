@@ -10,6 +10,7 @@ from collections.abc import Callable
 from kubernetes import client
 
 from webhook.core import leases
+from webhook.kube.errors import describe, permission
 
 log = logging.getLogger("webhook.kube.election")
 
@@ -50,14 +51,21 @@ class LeaderElector:
                     lease.spec.renew_time = None
                     self.api.replace_namespaced_lease(self.name, self.namespace, lease)
             except client.ApiException as error:
-                log.warning("could not release the Lease", extra={"status": error.status})
+                log.warning(
+                    "could not release the Lease: " + describe(error),
+                    extra={"status": error.status, **(permission(error) or {})},
+                )
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 held = self._try()
             except Exception as error:  # noqa: BLE001 - an API hiccup must not end the campaign
-                log.warning("leader election attempt failed", extra={"error": repr(error)})
+                denied = permission(error) if isinstance(error, client.ApiException) else None
+                log.warning(
+                    "leader election attempt failed: " + describe(error),
+                    extra={"error": repr(error), **(denied or {})},
+                )
                 held = False
             if held and not self.leading:
                 self.leading = True
