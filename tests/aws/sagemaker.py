@@ -63,6 +63,8 @@ class SageMakerEmulator(Served):
     servers: dict[str, Server] = field(default_factory=dict)
     apps: dict[str, dict[str, Any]] = field(default_factory=dict)
     calls: list[str] = field(default_factory=list)
+    # Each call's operation and request body, as the emulator received them.
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
     tags: dict[str, list[dict[str, str]]] = field(default_factory=dict)
     faults: dict[str, list[Injected]] = field(default_factory=dict)
     # With a gate, every call is authorized as AWS would, against the caller's IAM policies.
@@ -132,6 +134,7 @@ class SageMakerEmulator(Served):
                 self._authorize(request, raw, operation, body, scope[0])
             with self.lock:
                 self.calls.append(operation)
+                self.requests.append((operation, body))
                 self._fault(operation)
                 result = getattr(self, f"_{_snake(operation)}")(body, scope[0])
             output = MODEL.operation_model(operation).output_shape
