@@ -52,11 +52,10 @@ def test_rbac_grants_nothing_beyond_the_list() -> None:
     }
     assert rules == {
         (("",), ("namespaces",), (), ("get", "list", "watch")),
-        # Reads and repairs name our ServiceAccount; only create cannot be limited by name.
-        (("",), ("serviceaccounts",), ("sagemaker-mlflow-sa",), ("get", "patch")),
+        # Reads, the watch and repairs name our ServiceAccount; create cannot be limited by name.
+        (("",), ("serviceaccounts",), ("sagemaker-mlflow-sa",), ("get", "list", "watch", "patch")),
         (("",), ("serviceaccounts",), (), ("create",)),
-        # Watches of our ServiceAccounts and of Pod metadata; Events on missed Pods.
-        (("",), ("serviceaccounts",), (), ("list", "watch")),
+        # The watch of Pod metadata; Events on missed Pods.
         (("",), ("pods",), (), ("list", "watch")),
         (("",), ("events",), (), ("create",)),
         (
