@@ -14,6 +14,9 @@ from tests.metrics import value
 from tests.servers import WebhookProcess
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port
 
+# Several minutes of a real control plane each on a busy machine, not the default two.
+pytestmark = pytest.mark.timeout(300)
+
 SA = "sagemaker-mlflow-sa"
 ROLE = "eks.amazonaws.com/role-arn"
 OTHER_ROLE = "arn:aws:iam::210987654321:role/someone-else"

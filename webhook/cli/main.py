@@ -22,6 +22,7 @@ from webhook.aws import bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import teardown
+from webhook.cli import audit
 from webhook.cli.options import (
     Parser,
     add,
@@ -123,6 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     teardown.add_parser(commands)
 
+    audit.add_parser(commands)
+
     p = commands.add_parser("certs", help="write a CA and a serving certificate for the Service")
     add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
     add(p, "--namespace", default="mlflow-webhook", help="the webhook's namespace")
@@ -136,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
         return _serve(args)
     if args.command == "inject":
         return _inject(args)
+    if args.command == "audit":
+        return audit.run(args)
     if args.command == "teardown":
         return teardown.run(args)
     if args.command in ("bootstrap", "iam-policy", "ui-url"):

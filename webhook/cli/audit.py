@@ -1,0 +1,115 @@
+"""`mlflow-webhook audit`: every opted-in Pod the webhook missed, for a person or a cron job.
+
+It reads only (namespaces, and Pod metadata). Exit 1 when it found any, 0 when none, 2 when it
+could not ask (a usage, kubeconfig or connection error), in one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import re
+import sys
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.config.config_exception import ConfigException
+from urllib3.exceptions import HTTPError
+
+from webhook.cli.options import add, fail
+from webhook.core import missed
+from webhook.kube.missed import audit
+
+
+def add_parser(commands: Any) -> None:
+    p = commands.add_parser(
+        "audit", help="list opted-in Pods the webhook missed (exit 1 when any); reads only"
+    )
+    add(
+        p,
+        "--kubeconfig",
+        help="kubeconfig file (default: $KUBECONFIG or ~/.kube/config; in a Pod, its own)",
+    )
+    # No environment variable: serve's MLFLOW_WEBHOOK_NAMESPACE (its own namespace, set in the
+    # Deployment) must not narrow an audit run inside the webhook's Pod.
+    p.add_argument("--namespace", help="look in this namespace only (default: every opted-in one)")
+    add(
+        p,
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table or json (default: %(default)s)",
+    )
+    add(
+        p,
+        "--prefix",
+        default="mlflow-webhook.io",
+        help="prefix of the webhook's labels and annotations (default: %(default)s)",
+    )
+
+
+def _connect(kubeconfig: str | None) -> client.ApiClient:
+    if kubeconfig and not os.path.isfile(kubeconfig):
+        fail(f"--kubeconfig {kubeconfig} is not a file")
+    configuration = client.Configuration()
+    try:
+        if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        else:
+            config.load_incluster_config(client_configuration=configuration)
+    except (ConfigException, OSError) as exc:
+        fail(f"no usable kubeconfig: {' '.join(str(exc).split())}")
+    configuration.retries = 1  # a cluster that is not there is said in seconds, not minutes
+    return client.ApiClient(configuration)
+
+
+def _why(exc: Exception) -> str:
+    """The socket's own words (Connection refused, timed out), not urllib3's wrapping."""
+    text = str(getattr(exc, "reason", None) or exc)
+    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
+    return found[1].strip() if found else type(exc).__name__
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = missed.lookup_settings(args.prefix)
+    api = _connect(args.kubeconfig)
+    selector = f"{args.prefix}/inject=enabled"
+    try:
+        found = audit(api, settings, selector, args.namespace)
+    except client.ApiException as exc:
+        fail(f"the API server refused: {exc.status} {exc.reason}")
+    except (HTTPError, OSError) as exc:
+        fail(f"cannot reach the API server at {api.configuration.host}: {_why(exc)}")
+    now = dt.datetime.now(dt.UTC)
+    rows = [
+        {
+            "namespace": f.namespace,
+            "name": f.name,
+            "age": missed.age(f.created, now),
+            "created": f.created,
+            "reason": f.reason,
+            "message": f.message,
+        }
+        for f in found.findings
+    ]
+    if args.output == "json":
+        print(json.dumps(rows, indent=2))
+    else:
+        _table(rows)
+    print(
+        f"mlflow-webhook: {len(rows)} missed of {found.pods} Pods not finished",
+        file=sys.stderr,
+    )
+    return 1 if rows else 0
+
+
+def _table(rows: list[dict[str, str]]) -> None:
+    columns = ("namespace", "name", "age", "reason")
+    if not rows:
+        print("No missed Pods.")
+        return
+    widths = [max(len(c), *(len(r[c]) for r in rows)) for c in columns]
+    for line in [{c: c.upper() for c in columns}, *rows]:
+        print("   ".join(line[c].ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip())
