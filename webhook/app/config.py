@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from webhook.app.metrics import Metrics
 from webhook.core.settings import Settings
 
 # The API server caps objects at 3 MiB; an AdmissionReview carries the object and its envelope.
@@ -63,3 +64,5 @@ class ServeConfig:
     # get this long (more than the read deadline), and closing what is left takes the rest.
     shutdown_timeout: float = 15.0
     cluster: ClusterConfig | None = None
+    # Made by the command line when it reports into them itself (the bootstrap at startup).
+    metrics: Metrics | None = None

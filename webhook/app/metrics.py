@@ -58,6 +58,7 @@ class Metrics:
         )
 
         self._cluster_metrics()
+        self._bootstrap_metrics()
 
     def _cluster_metrics(self) -> None:
         self.ready = Gauge(
@@ -106,6 +107,23 @@ class Metrics:
             for reason in ("expired", "error", "dropped"):
                 self.watch_restarts.labels(watch, reason)
 
+    def _bootstrap_metrics(self) -> None:
+        self.bootstrap_succeeded = Gauge(
+            "mlflow_webhook_bootstrap_succeeded",
+            "With the AWS bootstrap at startup: 1 once it succeeded, 0 while it runs or fails.",
+            registry=self.registry,
+        )
+        self.bootstrap_failures = Counter(
+            "mlflow_webhook_bootstrap_failures",
+            "Failed runs of the AWS bootstrap at startup; each is retried.",
+            registry=self.registry,
+        )
+        self.bootstrap_last_success = Gauge(
+            "mlflow_webhook_bootstrap_last_success_timestamp_seconds",
+            "When the AWS bootstrap last succeeded, as a Unix time (0: not yet).",
+            registry=self.registry,
+        )
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
@@ -129,3 +147,13 @@ class Metrics:
             self._missed_seen.update(counts)
             for labels in self._missed_seen:
                 self.missed.labels(*labels).set(counts.get(labels, 0))
+
+    # What the AWS bootstrap at startup reports.
+
+    def bootstrap_failed(self) -> None:
+        self.bootstrap_succeeded.set(0)
+        self.bootstrap_failures.inc()
+
+    def bootstrap_done(self) -> None:
+        self.bootstrap_succeeded.set(1)
+        self.bootstrap_last_success.set_to_current_time()

@@ -17,12 +17,12 @@ from botocore.exceptions import BotoCoreError, ClientError
 from webhook import __version__
 from webhook.app.config import ServeConfig
 from webhook.app.logs import configure
+from webhook.app.metrics import Metrics
 from webhook.app.server import serve
 from webhook.aws import bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
-from webhook.cli import teardown
-from webhook.cli import audit
+from webhook.cli import audit, teardown
 from webhook.cli.options import (
     Parser,
     add,
@@ -62,6 +62,7 @@ except ImportError:  # no uvloop on this platform: asyncio's own loop serves as 
 
 log = logging.getLogger("webhook.bootstrap")
 FOLLOWER_POLL_SECONDS = 5.0
+BOOTSTRAP_RETRY_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _serve(args: argparse.Namespace) -> int:
     settings, prepare = None, None
+    metrics = Metrics()
     if args.tracking_uri:
         settings = settings_from(args)
     else:
@@ -171,7 +173,7 @@ def _serve(args: argparse.Namespace) -> int:
             fail(plan_config.trust_error)
 
         def prepare(leading: Callable[[], bool]) -> Settings:
-            plan = _bootstrap_as(plan_config, leading)
+            plan = _bootstrap_retrying(plan_config, leading, metrics)
             log.info(
                 "bootstrap done",
                 extra={
@@ -204,6 +206,7 @@ def _serve(args: argparse.Namespace) -> int:
         read_timeout_seconds=args.read_timeout_seconds,
         max_connections=args.max_connections,
         cluster=cluster_config_from(args),
+        metrics=metrics,
     )
     configure(args.log_level)
     try:
@@ -220,6 +223,27 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return 0
+
+
+def _bootstrap_retrying(
+    config: BootstrapConfig, leading: Callable[[], bool], metrics: Metrics
+) -> Plan:
+    """Serve's bootstrap: what AWS or a person may yet fix is tried again, and the metrics say
+    so while /healthz answers; a setup problem (exit code 2) ends serve."""
+    delay = BOOTSTRAP_RETRY_SECONDS
+    while True:
+        try:
+            plan = _bootstrap_as(config, leading)
+        except BootstrapError as exc:
+            if exc.exit_code == 2:
+                raise
+            metrics.bootstrap_failed()
+            log.error("bootstrap failed; retrying", extra={"error": str(exc), "delay": delay})
+            time.sleep(delay)
+            delay = min(delay * 2, 300.0)
+            continue
+        metrics.bootstrap_done()
+        return plan
 
 
 def _bootstrap_as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
