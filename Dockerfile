@@ -18,12 +18,12 @@ COPY webhook ./webhook
 RUN pip wheel --no-deps --wheel-dir /wheels . \
     && pip install --only-binary=:all: --constraint constraints.txt /wheels/*.whl \
     && pip uninstall --yes pip setuptools \
-    && cd "$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
-    && rm -r kubernetes/aio \
-    && find botocore/data -mindepth 1 -maxdepth 1 -type d \
+    && site="$(python -c 'import sysconfig; print(sysconfig.get_path("purelib"))')" \
+    && rm -r "$site/kubernetes/aio" \
+    && find "$site/botocore/data" -mindepth 1 -maxdepth 1 -type d \
         -not -name eks -not -name iam -not -name s3 -not -name sagemaker -not -name sts \
         -exec rm -r {} + \
-    && find . -depth -type d -name tests -exec rm -r {} +
+    && find "$site" -depth -type d -name tests -exec rm -r {} +
 
 FROM ${PYTHON_IMAGE}
 ARG VERSION=0.1.0

@@ -3,10 +3,17 @@ every mistake a person can make ends in one line and exit 2, never a traceback."
 
 from __future__ import annotations
 
+import json
+import os
 import re
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
+from tests.aws.moto import CLUSTER, Moto
+from tests.aws.sagemaker import SageMakerEmulator
 from tests.test_lifecycle import cli
 
 # What each command reads; nothing else may appear in its --help.
@@ -71,3 +78,91 @@ def test_serve_refuses_a_port_out_of_range(port: str) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert f"invalid port value: '{port}'" in result.stderr
+
+
+def without_aws(tmp_path: Path) -> dict[str, str]:
+    """An environment with no AWS credentials anywhere the SDK looks, and no metadata service."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(
+        AWS_CONFIG_FILE=str(tmp_path / "none"),
+        AWS_SHARED_CREDENTIALS_FILE=str(tmp_path / "none"),
+        AWS_EC2_METADATA_DISABLED="true",
+        AWS_REGION="us-west-2",
+    )
+    return env
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["iam-policy", "--region", "us-west-2", "--cluster-name", "ml"],
+        ["bootstrap", "--cluster-name", "ml", "--trust-namespaces", "team-a", "--dry-run"],
+        ["teardown", "--cluster-name", "ml", "--dry-run"],
+        ["ui-url"],
+        ["serve", "--no-kube", "--cluster-name", "ml", "--trust-namespaces", "team-a"],
+    ],
+    ids=lambda args: args[0],
+)
+def test_every_aws_command_without_credentials_is_one_line(args: list[str], tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "webhook", *args],
+        capture_output=True,
+        text=True,
+        env=without_aws(tmp_path),
+        cwd=tmp_path,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr == (
+        "mlflow-webhook: error: no AWS credentials found: set AWS_PROFILE or AWS_ACCESS_KEY_ID, "
+        "or run with a role\n"
+    )
+
+
+def test_a_bucket_name_s3_refuses_is_named() -> None:
+    result = cli("bootstrap", "--artifact-store-uri", "s3://b/p", "--trust-namespaces", "a")
+    assert result.returncode == 2
+    assert result.stderr == (
+        "mlflow-webhook: error: --artifact-store-uri 's3://b/p' names the bucket 'b', which is not "
+        "a valid S3 bucket name: 3 to 63 lowercase letters, digits, dots and hyphens, beginning "
+        "and ending with a letter or digit, not like an IP address\n"
+    )
+
+
+def test_iam_policy_without_an_artifact_store_grants_no_s3(
+    aws: tuple[Moto, SageMakerEmulator],
+) -> None:
+    result = cli("iam-policy", "--cluster-name", CLUSTER)
+    assert result.returncode == 0, result.stderr
+    actions = {
+        action
+        for statement in json.loads(result.stdout)["Statement"]
+        for action in (
+            statement["Action"] if isinstance(statement["Action"], list) else [statement["Action"]]
+        )
+    }
+    assert not {a for a in actions if a.startswith("s3:")}
+
+
+def test_a_startup_failure_ends_serve_with_one_last_line_and_exit_2(
+    aws: tuple[Moto, SageMakerEmulator], tmp_path: Path
+) -> None:
+    # No tracking server and no artifact store to make one with: a setup problem.
+    result = cli(
+        "serve",
+        "--no-kube",
+        "--self-signed",
+        "--cert-dir",
+        str(tmp_path / "certs"),
+        "--port",
+        "0",
+        "--cluster-name",
+        CLUSTER,
+        "--trust-namespaces",
+        "team-a",
+    )
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        "mlflow-webhook: error: startup failed: tracking server mlflow-tracking does not exist: "
+        "give --artifact-store-uri"
+    )

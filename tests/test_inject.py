@@ -120,3 +120,65 @@ def test_templates_are_found_without_copying() -> None:
     assert where == "Deployment/serve"
     assert template is doc["spec"]["template"]
     assert doc == before
+
+
+def test_comments_and_quoting_come_back(tmp_path: Path) -> None:
+    source = tmp_path / "job.yaml"
+    source.write_text(
+        "# Nightly fine-tune; owned by team-a\n"
+        "apiVersion: batch/v1\n"
+        "kind: Job\n"
+        "metadata:\n"
+        "  name: finetune  # renamed in March\n"
+        "spec:\n"
+        "  template:\n"
+        "    metadata:\n"
+        "      annotations:\n"
+        "        mlflow-webhook.io/inject: 'true'\n"
+        "    spec:\n"
+        "      restartPolicy: Never\n"
+        "      containers:\n"
+        "      - name: train  # the only container\n"
+        "        image: trainer:1\n"
+    )
+    result = cli("inject", *FLAGS, "-f", str(source))
+    assert result.returncode == 0, result.stderr
+    for kept in (
+        "# Nightly fine-tune; owned by team-a",
+        "name: finetune  # renamed in March",
+        "mlflow-webhook.io/inject: 'true'",
+        "- name: train  # the only container",
+    ):
+        assert kept in result.stdout, kept
+    [doc] = yaml.safe_load_all(result.stdout)
+    assert injected_templates([doc]) == {"Job/finetune": True}
+
+
+def test_an_opt_in_on_the_workload_says_where_it_belongs() -> None:
+    deployment = {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": {"name": "serve", "annotations": {"mlflow-webhook.io/inject": "true"}},
+        "spec": {
+            "selector": {"matchLabels": {"app": "serve"}},
+            "template": {
+                "metadata": {"labels": {"app": "serve"}},
+                "spec": {"containers": [{"name": "serve", "image": "serve:1"}]},
+            },
+        },
+    }
+    docs, stderr = run_inject("-f", "-", stdin=yaml.safe_dump(deployment))
+    assert injected_templates(docs) == {"Deployment/serve": False}
+    assert (
+        "Deployment/serve: mlflow-webhook.io/inject is on the Deployment's own metadata, which "
+        "no Pod gets: put it in spec.template.metadata.annotations, the Pod template's"
+    ) in stderr
+
+
+def test_a_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
+    latin = tmp_path / "latin1.yaml"
+    latin.write_bytes("kind: Pod\nmetadata:\n  name: caf\xe9\n".encode("latin-1"))
+    result = cli("inject", *FLAGS, "-f", str(latin))
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert "is not UTF-8 text (byte 31)" in result.stderr

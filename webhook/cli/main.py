@@ -11,7 +11,6 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-import yaml
 from botocore.exceptions import BotoCoreError, ClientError
 
 from webhook import __version__
@@ -22,7 +21,7 @@ from webhook.app.server import serve
 from webhook.aws import bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
-from webhook.cli import audit, teardown
+from webhook.cli import audit, inject, teardown
 from webhook.cli.options import (
     Parser,
     add,
@@ -43,7 +42,6 @@ from webhook.cli.options import (
 from webhook.core import policies
 from webhook.core.plans import Plan
 from webhook.core.settings import Settings
-from webhook.core.templates import inject_documents
 from webhook.kube.connection import ClusterError
 from webhook.tls.certs import (
     CA_FILE,
@@ -123,9 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="inject every Pod template that does not opt out, not only those that opt in",
     )
 
-    teardown.add_parser(commands)
-
     audit.add_parser(commands)
+    teardown.add_parser(commands)
 
     p = commands.add_parser("certs", help="write a CA and a serving certificate for the Service")
     add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
@@ -139,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "inject":
-        return _inject(args)
+        return inject.run(args)
     if args.command == "audit":
         return audit.run(args)
     if args.command == "teardown":
@@ -191,9 +188,10 @@ def _serve(args: argparse.Namespace) -> int:
                 prefix=args.prefix,
             )
 
+    failures: list[str] = []
     config = ServeConfig(
         settings=settings,
-        prepare=prepare,
+        prepare=_remembering(prepare, failures),
         host=args.host,
         port=args.port,
         cert_dir=Path(args.cert_dir),
@@ -213,8 +211,10 @@ def _serve(args: argparse.Namespace) -> int:
         if config.self_signed:
             check_writable(config.cert_dir)
         if run(serve(config)) != 0:
-            # The log's "startup failed" line says why; a setup problem exits 2 like the rest.
-            fail("startup failed (see the log line above)")
+            # A setup problem exits 2 in one last line, like every other configuration error;
+            # the batched log goes out first.
+            logging.shutdown()
+            fail(f"startup failed: {failures[-1] if failures else 'see the log above'}")
         return 0
     except (CertDirError, ClusterError) as exc:
         fail(str(exc))
@@ -244,6 +244,24 @@ def _bootstrap_retrying(
             continue
         metrics.bootstrap_done()
         return plan
+
+
+def _remembering(
+    prepare: Callable[[Callable[[], bool]], Settings] | None, failures: list[str]
+) -> Callable[[Callable[[], bool]], Settings] | None:
+    """`prepare`, keeping the message of what ended it for serve's last line."""
+    if prepare is None:
+        return None
+    work = prepare
+
+    def remembered(leading: Callable[[], bool]) -> Settings:
+        try:
+            return work(leading)
+        except Exception as exc:
+            failures.append(str(exc))
+            raise
+
+    return remembered
 
 
 def _bootstrap_as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
@@ -313,26 +331,6 @@ def _ui_url(args: argparse.Namespace) -> int:
     print(url)
     print(
         f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",
-        file=sys.stderr,
-    )
-    return 0
-
-
-def _inject(args: argparse.Namespace) -> int:
-    settings = settings_from(args)
-    try:
-        text = sys.stdin.read() if args.filename == "-" else Path(args.filename).read_text()
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
-    except OSError as exc:
-        fail(f"cannot read {args.filename}: {exc.strerror or exc}")
-    except yaml.YAMLError as exc:
-        fail(f"{args.filename} is not valid YAML: {' '.join(str(exc).split())}")
-    result = inject_documents(docs, settings, everything=args.all)
-    yaml.safe_dump_all(docs, sys.stdout, sort_keys=False, default_flow_style=False)
-    for warning in result.warnings:
-        print(f"mlflow-webhook: warning: {warning}", file=sys.stderr)
-    print(
-        f"mlflow-webhook: injected {result.injected} of {result.templates} Pod templates",
         file=sys.stderr,
     )
     return 0

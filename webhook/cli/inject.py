@@ -1,0 +1,48 @@
+"""`mlflow-webhook inject -f FILE|-`: the webhook's mutation applied offline to manifests.
+
+The YAML is read and written round-trip (ruamel.yaml), so comments, key order and quoting in
+what a person wrote come back as they were; only the injected fields are new.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from pathlib import Path
+
+from ruamel.yaml import YAML
+from ruamel.yaml.error import YAMLError
+
+from webhook.cli.options import fail, settings_from
+from webhook.core.templates import inject_documents
+
+
+def run(args: argparse.Namespace) -> int:
+    settings = settings_from(args)
+    yaml = YAML(typ="rt")
+    yaml.width = 4096  # never fold a long value onto a second line
+    yaml.preserve_quotes = True
+    try:
+        raw = sys.stdin.buffer.read() if args.filename == "-" else Path(args.filename).read_bytes()
+        text = raw.decode("utf-8")
+        docs = [d for d in yaml.load_all(text) if d is not None]
+    except OSError as exc:
+        fail(f"cannot read {args.filename}: {exc.strerror or exc}")
+    except UnicodeDecodeError as exc:
+        fail(
+            f"{args.filename} is not UTF-8 text (byte {exc.start}): Kubernetes manifests are UTF-8"
+        )
+    except YAMLError as exc:
+        fail(f"{args.filename} is not valid YAML: {' '.join(str(exc).split())}")
+    result = inject_documents(docs, settings, everything=args.all)
+    out = io.StringIO()
+    yaml.dump_all(docs, out)
+    sys.stdout.write(out.getvalue())
+    for warning in result.warnings:
+        print(f"mlflow-webhook: warning: {warning}", file=sys.stderr)
+    print(
+        f"mlflow-webhook: injected {result.injected} of {result.templates} Pod templates",
+        file=sys.stderr,
+    )
+    return 0
