@@ -14,9 +14,10 @@ import yaml
 from tests.kube.settings import filled, kustomize
 
 ROOT = Path(__file__).resolve().parent.parent
-OVERLAYS = ["", "overlays/cert-manager", "overlays/irsa", "overlays/ignore"]
+OVERLAYS = ["", "overlays/cert-manager", "overlays/irsa", "overlays/ignore", "overlays/monitoring"]
 SCHEMA_VERSION = kubernetes_validate.latest_version()
-CRDS = {"cert-manager.io/v1"}
+# Custom resources: cert-manager's, and the Prometheus Operator's (tests/test_monitoring.py).
+CRDS = {"cert-manager.io/v1", "monitoring.coreos.com/v1"}
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders kustomize")
 
