@@ -19,10 +19,11 @@ SCHEMA_VERSION = kubernetes_validate.latest_version()
 # Custom resources: cert-manager's, and the Prometheus Operator's (tests/test_monitoring.py).
 CRDS = {"cert-manager.io/v1", "monitoring.coreos.com/v1"}
 
-pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders kustomize")
-
 
 def render(overlay: str) -> list[dict[str, Any]]:
+    # Only the tests that render need kubectl; the Dockerfile and constraints tests run anyway.
+    if shutil.which("kubectl") is None:
+        pytest.skip("kubectl renders kustomize")
     return kustomize(filled() / overlay)
 
 
