@@ -53,35 +53,35 @@ NO_UID = json.loads(json.dumps(REVIEW))
 del NO_UID["request"]["uid"]
 
 
-@pytest.mark.parametrize(
-    ("method", "path", "body", "status", "says"),
-    [
-        ("POST", "/mutate", b"{not json", 400, "not JSON"),
-        ("POST", "/mutate", b"", 400, "not JSON"),
-        ("POST", "/mutate", b"[1, 2]", 400, "JSON object"),
-        (
-            "POST",
-            "/mutate",
-            json.dumps({"kind": "Pod", "apiVersion": "v1"}),
-            400,
-            "kind must be AdmissionReview",
-        ),
-        (
-            "POST",
-            "/mutate",
-            json.dumps({**REVIEW, "apiVersion": "admission.k8s.io/v1beta1"}),
-            400,
-            "apiVersion",
-        ),
-        ("POST", "/mutate", json.dumps({**REVIEW, "request": None}), 400, "no request"),
-        ("POST", "/mutate", json.dumps(NO_UID), 400, "no uid"),
-        ("GET", "/mutate", None, 405, "Method Not Allowed"),
-        ("PUT", "/healthz", None, 405, "Method Not Allowed"),
-        ("POST", "/", b"{}", 404, "Not Found"),
-        ("POST", "/validate", json.dumps(REVIEW), 404, "Not Found"),
-        ("POST", "/mutate", b"x" * (LIMIT + 1), 413, f"larger than {LIMIT}"),
-    ],
-)
+TABLE = [
+    ("POST", "/mutate", b"{not json", 400, "not JSON"),
+    ("POST", "/mutate", b"", 400, "not JSON"),
+    ("POST", "/mutate", b"[1, 2]", 400, "JSON object"),
+    (
+        "POST",
+        "/mutate",
+        json.dumps({"kind": "Pod", "apiVersion": "v1"}),
+        400,
+        "kind must be AdmissionReview",
+    ),
+    (
+        "POST",
+        "/mutate",
+        json.dumps({**REVIEW, "apiVersion": "admission.k8s.io/v1beta1"}),
+        400,
+        "apiVersion",
+    ),
+    ("POST", "/mutate", json.dumps({**REVIEW, "request": None}), 400, "no request"),
+    ("POST", "/mutate", json.dumps(NO_UID), 400, "no uid"),
+    ("GET", "/mutate", None, 405, "Method Not Allowed"),
+    ("PUT", "/healthz", None, 405, "Method Not Allowed"),
+    ("POST", "/", b"{}", 404, "Not Found"),
+    ("POST", "/validate", json.dumps(REVIEW), 404, "Not Found"),
+    ("POST", "/mutate", b"x" * (LIMIT + 1), 413, f"larger than {LIMIT}"),
+]
+
+
+@pytest.mark.parametrize(("method", "path", "body", "status", "says"), TABLE)
 async def test_bad_input_table(
     small: WebhookProcess, method: str, path: str, body: Any, status: int, says: str
 ) -> None:
@@ -131,6 +131,9 @@ async def test_strange_pod_is_admitted_unchanged_with_warning(small: WebhookProc
 
 
 async def test_server_survives_the_table(small: WebhookProcess) -> None:
+    """The whole table, here and now, whatever ran before: then a good review is answered."""
+    for method, path, body, expected, _ in TABLE:
+        assert (await send(small, method, path, body))[0] == expected
     status, answer = await send(small, "POST", "/mutate", json.dumps(REVIEW))
     assert status == 200
     assert answer["response"]["uid"] == REVIEW["request"]["uid"]
@@ -149,6 +152,21 @@ async def test_default_limit_admits_the_largest_object(webhook: WebhookProcess) 
     status, answer = await send(webhook, "POST", "/mutate", json.dumps(review_for(pod)))
     assert status == 200
     assert "patch" in answer["response"]
+
+
+async def test_default_limit_is_8_mib(webhook: WebhookProcess) -> None:
+    """A review of exactly 8 MiB is answered; one byte more gets 413 before it is parsed."""
+    limit = 8 * 1024 * 1024
+    review = json.dumps(review_for({"metadata": {"name": "big"}, "spec": {"containers": []}}))
+    # Pad inside the JSON (spaces before the closing brace) so the body stays a valid review.
+    under = review[:-1] + " " * (limit - len(review)) + "}"
+    assert len(under) == limit
+    status, answer = await send(webhook, "POST", "/mutate", under)
+    assert status == 200
+    assert answer["response"]["allowed"] is True
+    status, answer = await send(webhook, "POST", "/mutate", under[:-1] + " }")
+    assert status == 413
+    assert f"larger than {limit}" in answer["error"]
 
 
 async def test_many_bad_requests_at_once(small: WebhookProcess) -> None:
