@@ -162,7 +162,7 @@ def test_stopped_server_is_started_and_waited_for(aws: tuple[Moto, SageMakerEmul
     _, emulator = aws
     bootstrap.run(config())
     emulator.set_status("mlflow-tracking", "Stopped")
-    emulator.transition_seconds = 0.3
+    emulator.transition_seconds = 2.0  # longer than the pod side takes on a busy machine
     progress: list[str] = []
     plan = bootstrap.run(config(wait=True), progress=progress.append)
     assert [s.action for s in plan.steps if s.resource == "tracking-server"] == ["start"]
