@@ -433,6 +433,28 @@ def test_shared_certificate_cabundle_and_rotation(cluster: Setup) -> None:
     assert run_pod(cluster.plane, namespace, "after")[0]["spec"]["serviceAccountName"] == SA
 
 
+def test_a_ca_key_left_by_an_earlier_version_is_renewed_away(cluster: Setup) -> None:
+    """A Secret an earlier version wrote, with the CA's key in it: the key never reaches a
+    replica's files, and the leader at once renews to a new CA and drops the key and that CA."""
+    exposed = cluster.write_year_old(days=300, ca_key=True)
+    server = cluster.start("one")
+    assert sorted(p.name for p in server.cert_dir.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+
+    def renewed() -> bool:
+        files, bundle = cluster.secret(), cluster.ca_bundle()
+        return (
+            set(files) == {"ca.crt", "tls.crt", "tls.key"}
+            and files["tls.crt"] != exposed
+            and files["ca.crt"] == bundle
+            and len(certs.bundle(bundle)) == 1
+        )
+
+    eventually(renewed, 30, "the renewal away from the exposed CA")
+    files = cluster.secret()
+    assert certs.issued_by(files["tls.crt"], files["ca.crt"])
+    assert sorted(p.name for p in server.cert_dir.iterdir()) == ["ca.crt", "tls.crt", "tls.key"]
+
+
 # Drift
 
 

@@ -117,12 +117,15 @@ class Setup:
         eventually(lambda: self.ca_bundle() == ca, what="the caBundle to trust our CA")
         return ca
 
-    def write_year_old(self) -> bytes:
+    def write_year_old(self, days: int = 5, ca_key: bool = False) -> bytes:
         """Before any replica starts: the Secret and caBundle as a year of serving leaves them.
-        The serving certificate expires in 5 days; its CA's key is gone, as ours always is."""
+        The serving certificate expires in `days`; its CA's key is gone, as ours always is,
+        unless `ca_key` keeps it in the Secret, as earlier versions did."""
         ca = certs.generate_ca(days=366)
-        near = certs.issue_serving(ca, ["localhost"], ["127.0.0.1"], days=5)
+        near = certs.issue_serving(ca, ["localhost"], ["127.0.0.1"], days=days)
         data = {"ca.crt": ca.cert, "tls.crt": near.cert, "tls.key": near.key}
+        if ca_key:
+            data["ca.key"] = ca.key
         secret = {
             "metadata": {"name": SECRET, "namespace": NAMESPACE},
             "type": "kubernetes.io/tls",
