@@ -7,7 +7,7 @@ from typing import Any
 import pytest
 
 from tests.support import apply, review_for, settings
-from webhook.core import reviews
+from webhook.core import policies, reviews
 from webhook.core.reviews import admit, parse
 
 OPTED_IN = {"name": "trainer", "annotations": {"mlflow-webhook.io/inject": "true"}}
@@ -73,3 +73,125 @@ def test_the_fallback_catches_only_a_failure_of_our_own(monkeypatch: pytest.Monk
             "it was admitted unchanged"
         ],
     }
+
+
+IDENTITY = {
+    "Version": "2012-10-17",
+    "Statement": [
+        {
+            "Sid": "Roles",
+            "Effect": "Allow",
+            "Action": ["iam:GetRole", "iam:CreateRole", "iam:ListAttachedRolePolicies"],
+            "Resource": "arn:aws:iam::210987654321:role/r",
+        },
+        {
+            "Sid": "Pass",
+            "Effect": "Allow",
+            "Action": "iam:PassRole",
+            "Resource": "arn:aws:iam::210987654321:role/r",
+            "Condition": {"StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}},
+        },
+        {
+            "Sid": "Bucket",
+            "Effect": "Allow",
+            "Action": "s3:HeadBucket",
+            "Resource": "arn:aws:s3:::b",
+            "Condition": {"Bool": {"aws:SecureTransport": "true"}},
+        },
+        {
+            "Sid": "Server",
+            "Effect": "Allow",
+            "Action": ["sagemaker:DescribeMlflowTrackingServer", "sagemaker:AddTags"],
+            "Resource": "*",
+        },
+    ],
+}
+
+
+def test_read_only_keeps_exactly_the_reads_of_each_statement() -> None:
+    assert policies.read_only(IDENTITY) == {
+        "Version": "2012-10-17",
+        "Statement": [
+            {
+                "Sid": "Roles",
+                "Effect": "Allow",
+                "Action": ["iam:GetRole", "iam:ListAttachedRolePolicies"],
+                "Resource": "arn:aws:iam::210987654321:role/r",
+            },
+            # A read keeps its resource but not the condition its write needed.
+            {
+                "Sid": "Bucket",
+                "Effect": "Allow",
+                "Action": ["s3:HeadBucket"],
+                "Resource": "arn:aws:s3:::b",
+            },
+            {
+                "Sid": "Server",
+                "Effect": "Allow",
+                "Action": ["sagemaker:DescribeMlflowTrackingServer"],
+                "Resource": "*",
+            },
+        ],
+    }
+    lone = {"Version": "2012-10-17", "Statement": IDENTITY["Statement"][3]}
+    assert policies.read_only(lone)["Statement"] == [
+        {**IDENTITY["Statement"][3], "Action": ["sagemaker:DescribeMlflowTrackingServer"]}
+    ]
+    assert policies.read_only({"Statement": []}) == {"Version": "2012-10-17", "Statement": []}
+
+
+@pytest.mark.parametrize(
+    ("action", "read"),
+    [
+        ("iam:GetRole", True),
+        ("s3:ListBucket", True),
+        ("eks:DescribeCluster", True),
+        ("s3:HeadBucket", True),
+        ("iam:CreateRole", False),
+        ("iam:TagRole", False),
+        ("sagemaker:UpdateMlflowTrackingServer", False),
+        # The verb is what follows the service: a service named like a verb is no read.
+        ("get:CreateThing", False),
+    ],
+)
+def test_is_read(action: str, read: bool) -> None:
+    assert policies.is_read(action) is read
+
+
+def test_trust_helpers() -> None:
+    host = "oidc.example.com/id/1"
+    ours = {"Sid": policies.TRUST_SID, "Effect": "Allow", "Action": "sts:AssumeRoleWithWebIdentity"}
+    theirs = {
+        "Effect": "Allow",
+        "Condition": {"StringEquals": {f"{host}:sub": "system:serviceaccount:a:x"}},
+    }
+    like = {"Effect": "Allow", "Condition": {"StringLike": {f"{host}:sub": ["s:1", "s:2"]}}}
+    denied = {"Effect": "Deny", "Condition": {"StringLike": {f"{host}:sub": "s:3"}}}
+    other_host = {"Effect": "Allow", "Condition": {"StringLike": {"other:sub": "s:4"}}}
+    stale = {**ours, "Action": "sts:AssumeRole"}
+    merged = policies.merge_trust(policies.document(theirs, stale, like), ours)
+    assert merged == {"Version": "2012-10-17", "Statement": [theirs, like, ours]}
+    assert policies.merge_trust(None, ours) == policies.document(ours)
+    trust = policies.document(theirs, like, denied, other_host)
+    assert policies.trusted_subjects(trust, host) == {"system:serviceaccount:a:x", "s:1", "s:2"}
+    assert policies.trusted_subjects({"Statement": like}, host) == {"s:1", "s:2"}
+    assert policies.trusted_subjects({}, host) == set()
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "equal"),
+    [
+        ({"Statement": {"Action": "x"}}, {"Statement": [{"Action": "x"}]}, True),
+        ({"Statement": [{"Action": ["b", "a"]}]}, {"Statement": [{"Action": ["a", "b"]}]}, True),
+        (
+            {"Statement": [{"Action": "a"}, {"Action": "b"}]},
+            {"Statement": [{"Action": "a"}]},
+            False,
+        ),
+        ({"Statement": [{"Action": ["a"]}]}, {"Statement": [{"Action": ["a", "b"]}]}, False),
+        ({"Statement": [{"Action": "a"}]}, None, False),
+        (None, None, True),
+    ],
+)
+def test_same_policies(a: Any, b: Any, equal: bool) -> None:
+    assert policies.same(a, b) is equal
