@@ -11,6 +11,7 @@ server that does not answer), a recording proxy between the webhook and the API 
 from __future__ import annotations
 
 import asyncio
+import base64
 import itertools
 import json
 import ssl
@@ -643,7 +644,6 @@ def test_the_manifests_rbac_is_enough(cluster: Setup) -> None:
     )
     cluster.namespace(wrong)
     fresh = cluster.namespace("rbac-fresh")
-    near = cluster.write_year_old()  # the leader renews it
     try:
         server = cluster.start("one", proxied=True)
         proxy = cluster.proxy
@@ -656,9 +656,19 @@ def test_the_manifests_rbac_is_enough(cluster: Setup) -> None:
             ),
             what="the repair",
         )
-        cluster.wait_for_ca_bundle()
+        cluster.wait_for_ca_bundle()  # the Secret the replica created
         post(server, cluster.namespace("rbac-unknown", labelled=False))
-        eventually(lambda: cluster.secret()["tls.crt"] != near, what="the renewal")
+        # A CA key in the Secret, as an earlier version left it, makes the leader renew at once.
+        first = cluster.secret()["tls.crt"]
+        key = base64.b64encode(b"an earlier version's CA key").decode()
+        status, body = cluster.plane.rest(
+            "PATCH",
+            f"/api/v1/namespaces/{NAMESPACE}/secrets/mlflow-webhook-tls",
+            {"data": {"ca.key": key}},
+            content_type="application/merge-patch+json",
+        )
+        assert status == 200, body
+        eventually(lambda: cluster.secret()["tls.crt"] != first, 30, "the renewal")
         assert server.terminate() == 0
         assert cluster.holder() == ""
     finally:
