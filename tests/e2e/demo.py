@@ -10,6 +10,7 @@ snippet with only the injected environment; and prints each step and the run's U
 from __future__ import annotations
 
 import json
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -33,16 +34,19 @@ def show(title: str, value: Any) -> None:
 
 
 def essentials(pod: dict[str, Any]) -> dict[str, Any]:
+    """What the webhook reads and changes, whole: the ServiceAccount (both fields, as the API
+    server keeps them), the first container's env and mounts, and every volume."""
     container = pod["spec"]["containers"][0]
+    spec = {k: pod["spec"][k] for k in ("serviceAccountName", "serviceAccount") if k in pod["spec"]}
     return {
         "metadata": {
             "name": pod["metadata"]["name"],
             "annotations": pod["metadata"].get("annotations"),
         },
         "spec": {
-            "serviceAccountName": pod["spec"].get("serviceAccountName"),
+            **spec,
             "containers": [{k: container.get(k) for k in ("name", "env", "volumeMounts")}],
-            "volumes": [v["name"] for v in pod["spec"].get("volumes", [])],
+            "volumes": pod["spec"].get("volumes", []),
         },
     }
 
@@ -76,7 +80,8 @@ def main() -> int:
         show("1. the Pod as the training operator creates it", essentials(pod))
         patch, mutated = chain.admit(webhook, pod)
         show("2. the webhook's patch, decoded", json.dumps(patch, indent=2))
-        show("3. the Pod the API server stores", essentials(mutated))
+        # The whole object, as the API server stores it once every webhook has run.
+        show("3. the Pod the API server stores", mutated)
         env = chain.container_env(mutated, "pytorch")
         chain.write_token(work, mutated)
         show("4. the training process runs with only that environment", chain.TRAIN.read_text())
@@ -87,11 +92,12 @@ def main() -> int:
             return 1
         run = mlflow.run_in("llama")
         info = run["info"]
+        url = f"{mlflow.url}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
         show(
             "5. the result, read back from MLflow",
             {
-                "run": f"{mlflow.url}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}",
+                "run": url,
                 "metrics": metrics,
                 "artifacts in S3": chain.s3_keys(moto, info["artifact_uri"]),
                 "signed calls verified by the front door": len(front.seen),
@@ -99,12 +105,16 @@ def main() -> int:
             },
         )
         if sys.stdin.isatty():
-            input("\nThe MLflow UI stays up until you press Enter. ")
+            print("\nWaiting for Enter: the run above stays viewable in the MLflow UI until then.")
+            input("Press Enter to stop the servers and remove the demo's files. ")
+        else:
+            print("\nNot waiting for Enter (stdin is not a terminal): stopping.")
         return 0
     finally:
         webhook.stop()
         front.stop()
         mlflow.stop()
+        shutil.rmtree(work, ignore_errors=True)
         moto.stop()
 
 

@@ -73,6 +73,8 @@ class Setup:
     def close(self) -> None:
         for server in self.replicas:
             server.stop()
+            # Shown by pytest only when the test failed.
+            print(f"--- {server.cert_dir.name}:\n" + "".join(server.stderr_lines[-40:]))
         if self.proxy is not None:
             self.proxy.stop()
         self.plane.delete("lease", LEASE, NAMESPACE)
