@@ -13,7 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.aws.moto import Moto
+from tests.aws.sagemaker import SageMakerEmulator
 from tests.kube.settings import BOOTSTRAP, GIVEN, ROOT, filled_copy, kustomize
+from tests.servers import WebhookProcess
 from tests.test_lifecycle import cli
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders kustomize")
@@ -131,3 +134,35 @@ def test_serve_refuses_the_documentation_account(args: list[str], says: str) -> 
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1, result.stderr
     assert says in result.stderr
+
+
+def test_the_irsa_overlay_bootstraps_with_what_it_renders(
+    aws: tuple[Moto, SageMakerEmulator], tmp_path: Path
+) -> None:
+    """serve with exactly the environment the irsa overlay gives its Pod (AWS reached through
+    the fixture's endpoints) makes everything and starts serving with it."""
+    env = webhook_env(kustomize(filled_copy(tmp_path, BOOTSTRAP) / "overlays" / "irsa"))
+    moto, emulator = aws
+    # The fixture's cluster is "ml", the settings' cluster name; the account is moto's own.
+    server = WebhookProcess(tmp_path / "certs", "--no-kube", env=env)
+    try:
+        serving = server.wait_for_log("serving", timeout=90)
+        assert (
+            serving["tracking_uri"]
+            == emulator.servers["mlflow-tracking"].record["TrackingServerArn"]
+        )
+        assert moto.client("iam").get_role(RoleName="SM_MLFLOW_ACCESS_ROLE")
+    finally:
+        server.stop()
+
+
+def test_serve_refuses_an_example_role_of_its_own(tmp_path: Path) -> None:
+    """In a Pod the EKS webhook sets AWS_ROLE_ARN from the irsa overlay's WEBHOOK_IAM_ROLE_ARN."""
+    env = {
+        "AWS_ROLE_ARN": "arn:aws:iam::111122223333:role/mlflow-webhook-bootstrap",
+        "AWS_REGION": "us-west-2",
+    }
+    result = cli("serve", "--no-kube", "--cluster-name", "ml", "--trust-namespaces", "a", env=env)
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert "AWS_ROLE_ARN 'arn:aws:iam::111122223333:role/mlflow-webhook-bootstrap'" in result.stderr
