@@ -16,7 +16,7 @@ import itertools
 import json
 import ssl
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -589,30 +589,88 @@ def drop_rule(name: str) -> Any:
     return edit
 
 
-MISSING_GRANTS = {
-    "lease-update": (
+def managed_account_with_the_wrong_role(cluster: Setup) -> None:
+    """Something the reconciler must patch."""
+    namespace = cluster.namespace("grant-patch", labelled=False)
+    cluster.plane.apply(
+        {
+            "apiVersion": "v1",
+            "kind": "ServiceAccount",
+            "metadata": {
+                "name": SA,
+                "namespace": namespace,
+                "labels": MANAGED,
+                "annotations": {ROLE_KEY: "arn:aws:iam::210987654321:role/old"},
+            },
+        }
+    )
+    cluster.namespace(namespace)
+
+
+def nothing(cluster: Setup) -> None:
+    pass
+
+
+def a_year_old_certificate(cluster: Setup) -> None:
+    """Something the leader must renew, with an update of the Secret."""
+    cluster.write_year_old()
+
+
+HOOK = (
+    "the log line carries the status alone; it needs webhook.kube.errors.describe(error) to "
+    "name the verb, resource and name (a hook in {}, left to the issue 9 helper)"
+)
+MISSING_GRANTS = [
+    pytest.param(
         drop_verb("Role", "leases", "update"),
+        nothing,
         "leader election attempt failed",
         ("update", "leases", LEASE),
+        id="lease-update",
     ),
-    "eks-webhook-get": (
+    pytest.param(
         drop_rule("pod-identity-webhook"),
+        nothing,
         "cannot check MutatingWebhookConfiguration pod-identity-webhook",
         ("get", "mutatingwebhookconfigurations", "pod-identity-webhook"),
+        id="eks-webhook-get",
     ),
-}
+    pytest.param(
+        drop_verb("ClusterRole", "serviceaccounts", "patch"),
+        managed_account_with_the_wrong_role,
+        "could not ensure ServiceAccount",
+        ("patch", "serviceaccounts", SA),
+        id="serviceaccount-patch",
+        marks=pytest.mark.xfail(strict=True, reason=HOOK.format("webhook/kube/reconciler.py")),
+    ),
+    pytest.param(
+        drop_verb("Role", "secrets", "update"),
+        a_year_old_certificate,
+        "certificate maintenance failed",
+        ("update", "secrets", "mlflow-webhook-tls"),
+        id="secret-update",
+        marks=pytest.mark.xfail(strict=True, reason=HOOK.format("webhook/app/cluster.py")),
+    ),
+]
 
 
-@pytest.mark.parametrize("grant", MISSING_GRANTS)
-def test_a_missing_grant_is_named(cluster: Setup, grant: str) -> None:
-    """The manifests' RBAC minus one rule our code needs: the webhook says which verb on which
-    resource and name the API server refused."""
-    edit, message, (verb, resource, name) = MISSING_GRANTS[grant]
+@pytest.mark.parametrize(("edit", "prepare", "message", "denied"), MISSING_GRANTS)
+def test_a_missing_grant_is_named(
+    cluster: Setup,
+    edit: Callable[[dict[str, Any]], None],
+    prepare: Callable[[Setup], None],
+    message: str,
+    denied: tuple[str, str, str],
+) -> None:
+    """The manifests' RBAC minus one rule our code needs: the webhook's log line says which verb
+    on which resource and name the API server refused."""
+    verb, resource, name = denied
     cluster.install(edit=edit)
+    prepare(cluster)
     server = cluster.start("one")
-    entry = server.wait_for_entry(lambda e: str(e.get("msg", "")).startswith(message))
-    assert f'cannot {verb} resource "{resource}"' in entry["msg"]
-    assert f'"{name}"' in entry["msg"]
+    entry = server.wait_for_entry(lambda e: str(e.get("msg", "")).startswith(message), 20)
+    assert f'cannot {verb} resource "{resource}"' in entry["msg"], entry
+    assert f'"{name}"' in entry["msg"], entry
 
 
 def resource(path: str) -> str:
