@@ -9,6 +9,7 @@ snippet with only the injected environment; and prints each step and the run's U
 
 from __future__ import annotations
 
+import atexit
 import json
 import shutil
 import sys
@@ -55,6 +56,8 @@ def main() -> int:
     print("preparing the mlflow environment (cached after the first run) ...")
     venv.ensure()
     work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-demo-"))
+    # Removed however the demo ends, a server that failed to start included.
+    atexit.register(shutil.rmtree, work, ignore_errors=True)
     moto = chain.Moto()
     chain.provision(moto)
     mlflow = chain.MlflowServer(work / "mlflow", moto)
@@ -114,7 +117,6 @@ def main() -> int:
         webhook.stop()
         front.stop()
         mlflow.stop()
-        shutil.rmtree(work, ignore_errors=True)
         moto.stop()
 
 
