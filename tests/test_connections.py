@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import resource
+import socket
 import sys
 import time
 from collections.abc import Iterator
@@ -254,6 +255,30 @@ async def watch_the_flood(server: WebhookProcess, flood: asyncio.subprocess.Proc
     assert metrics["mlflow_webhook_connections_evicted_total"] == evicted
     assert rss_mib(server.proc.pid) < MEMORY_LIMIT_MIB
     assert await flood.wait() == 0
+
+
+async def test_sockets_that_never_say_hello_meet_the_same_bound(tmp_path: Path) -> None:
+    """Plain TCP connections that never start TLS cost more than idle TLS ones (about 50 KiB
+    each, the handshake's state): they count toward the bound from accept() on."""
+    count = 3000
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and hard < count + 256:
+        pytest.skip(f"needs {count + 256} open files, the hard limit is {hard}")
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    server = start(tmp_path, *FLAGS, "--max-connections", "500")
+    sockets = []
+    try:
+        for _ in range(count):
+            sockets.append(socket.create_connection(("127.0.0.1", server.port)))
+        await asyncio.sleep(1)
+        metrics = await scrape(server)
+        assert metrics["mlflow_webhook_open_connections"] <= 500
+        assert metrics["mlflow_webhook_connections_evicted_total"] >= count - 500
+        assert rss_mib(server.proc.pid) < MEMORY_LIMIT_MIB
+    finally:
+        for sock in sockets:
+            sock.close()
+        server.stop()
 
 
 async def test_shutdown_with_a_stalled_client_ends_within_25_s(tmp_path: Path) -> None:

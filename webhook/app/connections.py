@@ -1,10 +1,14 @@
 """Client connections: a bound on how many stay open, and a deadline on each request's headers.
 
-Every open TLS connection costs memory whether or not it ever sends a request, so a replica
-keeps at most `limit` of them. At the bound a new connection is still served: the longest-idle
-ones are closed first, those that never sent a request before those that did, so a flood of
-idle sockets cannot lock the API server out. aiohttp builds one `RequestHandler` a connection;
-ours is a subclass made by our own site, and overrides only its public protocol methods.
+Every open connection costs memory whether or not it ever sends a request (about 50 KiB while
+its TLS handshake is pending, 32 KiB once idle), so a replica keeps at most `limit` of them,
+counted from accept(). At the bound a new connection is still served: the longest-idle are
+closed first, those that never sent a request (their handshake finished or not) before those
+that did, so a flood of idle sockets cannot lock the API server out.
+
+The site accepts by itself, so that a connection is in the pool (and can be closed) before
+its handshake. aiohttp builds one `RequestHandler` a connection; ours is a
+subclass, and overrides only its public protocol methods.
 """
 
 from __future__ import annotations
@@ -12,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
+import socket
 import ssl
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 from aiohttp import web
 from aiohttp.web_request import BaseRequest
@@ -25,18 +30,23 @@ from webhook.core.echo import clip
 log = logging.getLogger("webhook.connections")
 
 
+class Member(Protocol):
+    def rank(self) -> tuple[int, float]: ...
+    def force_close(self) -> None: ...
+
+
 class Pool:
     """The open connections of one replica, and the bound on them."""
 
     def __init__(self, limit: int, on_evict: Callable[[int], None] = lambda n: None) -> None:
         self.limit = limit
-        self.open: dict[Connection, None] = {}  # an ordered set
+        self.open: dict[Member, None] = {}  # an ordered set
         self.on_evict = on_evict
 
     def __len__(self) -> int:
         return len(self.open)
 
-    def add(self, new: Connection) -> None:
+    def add(self, new: Member) -> None:
         self.open[new] = None
         excess = len(self.open) - self.limit
         if excess > 0:
@@ -49,7 +59,7 @@ class Pool:
                 victim.force_close()
             self.on_evict(len(victims))
 
-    def discard(self, conn: Connection) -> None:
+    def discard(self, conn: Member) -> None:
         self.open.pop(conn, None)
 
     def close_all(self) -> None:
@@ -155,8 +165,58 @@ class Connection(web.RequestHandler):
             self.headers_timer = None
 
 
+class Pending:
+    """A connection from accept() until its TLS handshake is done: in the pool already, so that
+    sockets which never say hello meet the same limit. It ranks with the connections that never
+    sent a request, by age: a handshake that is slow only because the server is busy is young."""
+
+    __slots__ = ("since", "task")
+
+    def __init__(self, since: float) -> None:
+        self.since = since
+        self.task: asyncio.Task[None] | None = None
+
+    def rank(self) -> tuple[int, float]:
+        return (0, self.since)
+
+    def force_close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()  # uvloop closes the socket when its handshake is cancelled
+
+
+class Listener(asyncio.AbstractServer):
+    """The listening socket and the loop that accepts from it, as a site's server."""
+
+    def __init__(self, sock: socket.socket, accepting: asyncio.Task[None]) -> None:
+        self.sock, self.accepting = sock, accepting
+
+    @property
+    def sockets(self) -> tuple[socket.socket, ...]:
+        return (self.sock,)
+
+    def close(self) -> None:
+        self.accepting.cancel()
+        self.sock.close()
+
+    def is_serving(self) -> bool:
+        return not self.accepting.done()
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self.accepting.get_loop()
+
+    async def wait_closed(self) -> None:
+        await asyncio.gather(self.accepting, return_exceptions=True)
+
+    async def start_serving(self) -> None:
+        """It serves from the start."""
+
+    async def serve_forever(self) -> None:
+        await self.wait_closed()
+
+
 class Site(web.BaseSite):
-    """A TCP site whose connections are ours; TLS handshakes have their own deadline."""
+    """A TCP site that accepts itself, so that each connection joins the pool at accept(), and
+    hands the socket to the loop for TLS (uvloop's own TLS, as with create_server)."""
 
     def __init__(
         self,
@@ -164,13 +224,14 @@ class Site(web.BaseSite):
         host: str,
         port: int,
         *,
-        ssl_context: ssl.SSLContext,
+        context: ssl.SSLContext,
         backlog: int,
+        pool: Pool,
         connection: Callable[[], Connection],
         handshake_timeout: float,
     ) -> None:
-        super().__init__(runner, ssl_context=ssl_context, backlog=backlog)
-        self.host, self.port = host, port
+        super().__init__(runner, backlog=backlog)
+        self.host, self.port, self.context, self.pool = host, port, context, pool
         self.connection = connection
         self.handshake_timeout = handshake_timeout
 
@@ -180,11 +241,35 @@ class Site(web.BaseSite):
 
     async def start(self) -> None:
         await super().start()
-        self._server = await asyncio.get_running_loop().create_server(
-            self.connection,
-            self.host,
-            self.port,
-            ssl=self._ssl_context,
-            backlog=self._backlog,
-            ssl_handshake_timeout=self.handshake_timeout,
-        )
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.create_server((self.host, self.port), family=family, backlog=self._backlog)
+        sock.setblocking(False)
+        self._server = Listener(sock, asyncio.ensure_future(self.accept(sock)))
+
+    async def accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                sock, _ = await loop.sock_accept(listener)
+            except OSError as exc:  # out of files, most likely: the pool's bound frees some
+                log.warning("accept failed: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            pending = Pending(loop.time())
+            pending.task = asyncio.ensure_future(self.handshake(sock, pending))
+            self.pool.add(pending)
+
+    async def handshake(self, sock: socket.socket, pending: Pending) -> None:
+        """The handshake, under its deadline; `Connection.connection_made` follows it."""
+        try:
+            await asyncio.get_running_loop().connect_accepted_socket(
+                self.connection,
+                sock,
+                ssl=self.context,
+                ssl_handshake_timeout=self.handshake_timeout,
+            )
+        except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - ends this one only
+            log.debug("TLS handshake did not finish: %r", exc)
+            sock.close()  # a no-op when the loop had taken the socket over
+        finally:
+            self.pool.discard(pending)

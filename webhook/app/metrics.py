@@ -48,7 +48,7 @@ class Metrics:
         )
         self.connections = Gauge(
             "mlflow_webhook_open_connections",
-            "Client connections open now (TLS handshake done).",
+            "Client connections open now, TLS handshakes in progress included.",
             registry=self.registry,
         )
         self.evictions = Counter(

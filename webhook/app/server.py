@@ -199,8 +199,9 @@ def _site(runner: web.AppRunner, state: State, context: ssl.SSLContext) -> Site:
         runner,
         config.host,
         config.port,
-        ssl_context=context,
+        context=context,
         backlog=1024,
+        pool=state.pool,
         connection=connection,
         handshake_timeout=config.read_timeout_seconds,
     )
