@@ -220,6 +220,31 @@ def test_pod_that_kept_its_service_account_is_missed(
         plane.install(port, "overlays/ignore")
 
 
+def test_pod_of_a_namespace_labelled_later_is_missed_from_then(
+    control_plane: ControlPlane, kubeconfig: Path, port: int, tmp_path: Path
+) -> None:
+    """Not counted while its namespace does not opt in; found once the label arrives."""
+    plane = control_plane
+    later = namespace(plane, "labelled-later", labelled=False)
+    server = start(plane, kubeconfig, tmp_path / "certs", port)
+    try:
+        early = pod(plane, later, "early")  # the webhook runs, but not for this namespace
+        assert STATUS not in early["metadata"].get("annotations", {})
+        server.wait_for_log("became leader", timeout=30)
+        time.sleep(3)
+        assert events(plane, later, "early") == []
+        assert (later, "early", "not-injected") not in listed(plane)
+        plane.label_namespace(later)
+        eventually(lambda: events(plane, later, "early"), timeout=60, what="the Event")
+        eventually(
+            lambda: value(server, GAUGE, namespace=later, reason="not-injected") == 1,
+            what="the gauge",
+        )
+        assert listed(plane, "--namespace", later) == [(later, "early", "not-injected")]
+    finally:
+        server.stop()
+
+
 def edit_and_see_it_repaired(plane: ControlPlane, team: str, leader: WebhookProcess) -> None:
     plane.kubectl("annotate", "serviceaccount", SA, "-n", team, f"{ROLE}=by-hand", "--overwrite")
 
