@@ -60,7 +60,8 @@ async def mutate(request: web.Request) -> web.Response:
         return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
     deadline = state.config.read_timeout_seconds
     try:
-        body = await asyncio.wait_for(request.read(), deadline)
+        async with asyncio.timeout(deadline):  # no task of its own, unlike wait_for on 3.11
+            body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
     except TimeoutError:
