@@ -1,14 +1,14 @@
 """Client connections: a bound on how many stay open, and a deadline on each request's headers.
 
-Every open connection costs memory whether or not it ever sends a request (about 50 KiB while
+Every open connection costs memory whether or not it ever sends a request (about 54 KiB while
 its TLS handshake is pending, 32 KiB once idle), so a replica keeps at most `limit` of them,
 counted from accept(). At the bound a new connection is still served: the longest-idle are
 closed first, those that never sent a request (their handshake finished or not) before those
 that did, so a flood of idle sockets cannot lock the API server out.
 
 The site accepts by itself, so that a connection is in the pool (and can be closed) before
-its handshake. aiohttp builds one `RequestHandler` a connection; ours is a
-subclass, and overrides only its public protocol methods.
+its handshake. aiohttp builds one `RequestHandler` a connection; ours is a subclass, and
+overrides only its public protocol methods.
 """
 
 from __future__ import annotations
@@ -74,7 +74,16 @@ class Connection(web.RequestHandler):
     otherwise the connection is idle, and bytes that arrive start the headers' deadline.
     """
 
-    __slots__ = ("busy", "headers_timeout", "headers_timer", "loop", "pool", "since", "used")
+    __slots__ = (
+        "busy",
+        "headers_timeout",
+        "headers_timer",
+        "loop",
+        "pending",
+        "pool",
+        "since",
+        "used",
+    )
 
     def __init__(
         self,
@@ -90,6 +99,7 @@ class Connection(web.RequestHandler):
         self.used = self.busy = False
         self.since = loop.time()
         self.headers_timer: asyncio.TimerHandle | None = None
+        self.pending: Member | None = None  # what stood for it in the pool during the handshake
 
     def rank(self) -> tuple[int, float]:
         """Lowest first to close: never used, then idle, then the oldest request in flight
@@ -99,6 +109,10 @@ class Connection(web.RequestHandler):
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.since = self.loop.time()
+        if self.pending is not None:
+            # Leave first, so that joining cannot close the handshake that made this connection.
+            self.pool.discard(self.pending)
+            self.pending = None
         self.pool.add(self)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -261,9 +275,15 @@ class Site(web.BaseSite):
 
     async def handshake(self, sock: socket.socket, pending: Pending) -> None:
         """The handshake, under its deadline; `Connection.connection_made` follows it."""
+
+        def connection() -> Connection:
+            made = self.connection()
+            made.pending = pending
+            return made
+
         try:
             await asyncio.get_running_loop().connect_accepted_socket(
-                self.connection,
+                connection,
                 sock,
                 ssl=self.context,
                 ssl_handshake_timeout=self.handshake_timeout,
