@@ -125,11 +125,6 @@ def test_service_accounts_follow_the_opt_in_label(cluster: Setup) -> None:
     assert cluster.wait_for_account(later)["metadata"]["labels"] == MANAGED
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the watch loop keeps the version it reached only when a stream ends cleanly: a "
-    "dropped stream resumes from where that watch began, replaying its events (issue 15)",
-)
 def test_a_dropped_watch_resumes_from_its_resource_version(cluster: Setup) -> None:
     """The README's promise: a dropped watch resumes from the last resourceVersion it saw, with
     no list in between."""
@@ -616,10 +611,6 @@ def a_year_old_certificate(cluster: Setup) -> None:
     cluster.write_year_old()
 
 
-HOOK = (
-    "the log line carries the status alone; it needs webhook.kube.errors.describe(error) to "
-    "name the verb, resource and name (a hook in {}, left to the issue 9 helper)"
-)
 MISSING_GRANTS = [
     pytest.param(
         drop_verb("Role", "leases", "update"),
@@ -641,7 +632,6 @@ MISSING_GRANTS = [
         "could not ensure ServiceAccount",
         ("patch", "serviceaccounts", SA),
         id="serviceaccount-patch",
-        marks=pytest.mark.xfail(strict=True, reason=HOOK.format("webhook/kube/reconciler.py")),
     ),
     pytest.param(
         drop_verb("Role", "secrets", "update"),
@@ -649,7 +639,6 @@ MISSING_GRANTS = [
         "certificate maintenance failed",
         ("update", "secrets", "mlflow-webhook-tls"),
         id="secret-update",
-        marks=pytest.mark.xfail(strict=True, reason=HOOK.format("webhook/app/cluster.py")),
     ),
 ]
 

@@ -17,6 +17,7 @@ from kubernetes import client
 
 from webhook.app.config import ClusterConfig, ServeConfig
 from webhook.core.settings import Settings
+from webhook.kube import errors
 from webhook.kube.accounts import AccountCache
 from webhook.kube.certificates import ClusterCertificates
 from webhook.kube.configuration import drift_warnings
@@ -150,7 +151,10 @@ class Cluster:
                 assert self.certificates is not None
                 self.certificates.maintain()
             except Exception as error:  # noqa: BLE001 - retried on the next round
-                log.warning("certificate maintenance failed", extra={"error": repr(error)})
+                log.warning(
+                    f"certificate maintenance failed: {errors.describe(error)}",
+                    extra=errors.permission(error),
+                )
             self._stopping.wait(self.serve.cert_reload_seconds)
 
     def stop(self) -> None:

@@ -21,9 +21,9 @@ def _status(error: client.ApiException) -> dict[str, Any]:
     return body if isinstance(body, dict) else {}
 
 
-def permission(error: client.ApiException) -> dict[str, str] | None:
+def permission(error: BaseException) -> dict[str, str] | None:
     """For a 403: the verb, resource and resource name denied, as the API server reported them."""
-    if error.status != 403:
+    if not isinstance(error, client.ApiException) or error.status != 403:
         return None
     status = _status(error)
     found = _FORBIDDEN.search(str(status.get("message") or ""))

@@ -14,6 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from webhook.core import accounts
+from webhook.kube import errors
 from webhook.kube.accounts import AccountCache, ensure
 from webhook.kube.watches import Key, Quiet, Telemetry, Watch
 
@@ -84,8 +85,8 @@ class NamespaceReconciler:
             done = ensure(self.core, namespace, self.cache.name, self.role_arn)
         except client.ApiException as error:
             log.error(
-                "could not ensure ServiceAccount",
-                extra={"namespace": namespace, "status": error.status, "reason": error.reason},
+                f"could not ensure ServiceAccount: {errors.describe(error)}",
+                extra={"namespace": namespace, **(errors.permission(error) or {})},
             )
             self.telemetry.account_reconciled("error")
             return "error"

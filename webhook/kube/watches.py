@@ -108,6 +108,7 @@ class Watch(Generic[T]):
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._response: Any = None
+        self._version = ""  # where the next watch resumes: the last resourceVersion seen
         self._thread: threading.Thread | None = None
 
     def start(self) -> None:
@@ -144,15 +145,15 @@ class Watch(Generic[T]):
             return len(self._store)
 
     def _run(self) -> None:
-        version = ""
+        self._version = ""
         resync_at = 0.0
         backoff = 1.0
         while not self._stop.is_set():
             try:
-                if not version or time.monotonic() >= resync_at:
-                    version = self._list()
+                if not self._version or time.monotonic() >= resync_at:
+                    self._version = self._list()
                     resync_at = time.monotonic() + self.resync_seconds
-                version = self._follow(version, resync_at)
+                self._follow(resync_at)
                 backoff = 1.0
             except client.ApiException as error:
                 if self._stop.is_set():
@@ -160,7 +161,7 @@ class Watch(Generic[T]):
                 if error.status == 410:
                     log.info("watch expired (410 Gone); listing again", extra={"watch": self.name})
                     self.telemetry.watch_restarted(self.name, "expired")
-                    version = ""
+                    self._version = ""
                     continue
                 log.warning(
                     f"{self.name} watch failed; retrying",
@@ -198,15 +199,16 @@ class Watch(Generic[T]):
         self._safely(self.handler.synced)
         return version
 
-    def _follow(self, version: str, resync_at: float) -> str:
-        """Watch from `version` until the stream ends or a resync is due; return the last seen."""
+    def _follow(self, resync_at: float) -> None:
+        """Watch from the last version seen until the stream ends or a resync is due. The version
+        moves with every event, so a stream that drops mid-way resumes where it stopped."""
         timeout = max(1, min(self.watch_seconds, int(resync_at - time.monotonic()) + 1))
         response = _call(
             self.lister,
             METADATA_WATCH if self.metadata_only else None,
             **self.selectors,
             watch=True,
-            resource_version=version,
+            resource_version=self._version,
             allow_watch_bookmarks=True,
             timeout_seconds=timeout,
             _request_timeout=(10, timeout + 30),
@@ -216,11 +218,10 @@ class Watch(Generic[T]):
             for event in self._events(response):
                 if self._stop.is_set():
                     break
-                version = self._apply(event, version)
+                self._version = self._apply(event, self._version)
         finally:
             self._response = None
             response.release_conn()
-        return version
 
     @staticmethod
     def _events(response: Any) -> Iterator[dict[str, Any]]:
