@@ -21,6 +21,7 @@ OWN_FLAGS = {
     "iam-policy": {
         "--region",
         "--cluster-name",
+        "--kind",
         "--tracking-server-name",
         "--pod-role-name",
         "--pod-policy-name",
@@ -32,8 +33,29 @@ OWN_FLAGS = {
         "--oidc-issuer",
         "--serve",
     },
-    "ui-url": {"--region", "--tracking-server-name", "--tracking-server-arn", "--expires-seconds"},
+    "ui-url": {
+        "--region",
+        "--kind",
+        "--tracking-server-name",
+        "--tracking-server-arn",
+        "--expires-seconds",
+    },
     "certs": {"--service", "--namespace", "--out"},
+    "teardown": {
+        "--region",
+        "--cluster-name",
+        "--kind",
+        "--tracking-server-name",
+        "--pod-role-name",
+        "--pod-policy-name",
+        "--server-role-name",
+        "--service-account",
+        "--artifact-store-uri",
+        "--dry-run",
+        "--output",
+        "--yes",
+        "--delete-artifacts",
+    },
 }
 
 
