@@ -302,19 +302,33 @@ def error_response(service: str, denied: Denied) -> web.Response:
 
 
 def sagemaker_needs(
-    account: str, region: str, operation: str, body: dict[str, Any]
+    account: str,
+    region: str,
+    operation: str,
+    body: dict[str, Any],
+    created: str | None = None,
+    tags: dict[str, str] | None = None,
 ) -> list[Needed]:
-    """The IAM actions a SageMaker MLflow call needs, as AWS documents them."""
+    """The IAM actions a SageMaker MLflow call needs, as AWS documents them.
+
+    `created`: the ARN CreateMlflowApp would give the App (an App's ARN holds an ID SageMaker
+    assigns, not its name); `tags`: the resource's own tags, for aws:ResourceTag conditions.
+    """
     name = body.get("TrackingServerName")
     resource = (
         f"arn:aws:sagemaker:{region}:{account}:mlflow-tracking-server/{name}"
         if name
-        else body.get("Arn", "*")
+        else created or body.get("Arn") or body.get("ResourceArn") or "*"
     )
-    needed = [Needed(f"sagemaker:{operation}", resource, {})]
-    if operation == "CreateMlflowTrackingServer":
+    context: Context = {f"aws:ResourceTag/{k}": [v] for k, v in (tags or {}).items()}
+    requested = {t["Key"]: t["Value"] for t in body.get("Tags", [])}
+    context |= {f"aws:RequestTag/{k}": [v] for k, v in requested.items()}
+    if requested:
+        context["aws:TagKeys"] = list(requested)
+    needed = [Needed(f"sagemaker:{operation}", resource, context)]
+    if operation in ("CreateMlflowTrackingServer", "CreateMlflowApp"):
         if body.get("Tags"):
-            needed.append(Needed("sagemaker:AddTags", resource, {}))
+            needed.append(Needed("sagemaker:AddTags", resource, context))
         needed.append(
             Needed(
                 "iam:PassRole",

@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.aws import iam, storage, tracking
+from webhook.aws import apps, iam, storage, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain
 from webhook.aws.config import BootstrapConfig, split_s3_uri
 from webhook.core import policies
@@ -25,7 +25,8 @@ def run(
     if config.trust_error:
         raise BootstrapError(config.trust_error, 2)
     clients = Clients(config.region, config.dry_run)
-    plan = Plan(dry_run=config.dry_run)
+    existing_app = ":mlflow-app/" in (config.tracking_server_arn or "")
+    plan = Plan(dry_run=config.dry_run, kind="app" if existing_app else config.kind)
     resource = "the caller identity"
     try:
         account = str(clients.sts.get_caller_identity()["Account"])
@@ -35,14 +36,22 @@ def run(
         else:
             resource = f"bucket {config.bucket}" if config.bucket else resource
             server_role_arn = _server_side(clients, plan, config, account)
-            resource = f"tracking server {config.tracking_server_name}"
-            tracking.ensure(clients, plan, config, account, server_role_arn, sleep)
+            resource = config.what
+            if config.kind == "app":
+                apps.ensure(clients, plan, config, server_role_arn, sleep)
+            else:
+                tracking.ensure(clients, plan, config, account, server_role_arn, sleep)
         if config.credentials != "none":
             resource = f"role {config.pod_role_name}"
             _pod_side(clients, plan, config, account)
         if config.wait and not config.dry_run and not config.tracking_server_arn:
-            resource = f"tracking server {config.tracking_server_name}"
-            plan.tracking_status = tracking.wait_ready(clients, config, progress, sleep)
+            resource = config.what
+            if config.kind == "app":
+                plan.tracking_status = apps.wait_ready(
+                    clients, config, plan.tracking_arn, progress, sleep
+                )
+            else:
+                plan.tracking_status = tracking.wait_ready(clients, config, progress, sleep)
     except BootstrapError:
         raise
     except (ClientError, BotoCoreError) as error:
@@ -53,7 +62,7 @@ def run(
 
 
 def _server_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> str:
-    """The artifact bucket, and the execution role SageMaker runs the server as.
+    """The artifact bucket, and the execution role SageMaker runs the server or App as.
 
     Without --artifact-store-uri there is nothing to create here; tracking.ensure says so if
     the server is missing too.

@@ -9,6 +9,8 @@ from webhook.core.settings import ConfigError, example_value
 
 _S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 SIZES = ("Small", "Medium", "Large")
+# What the bootstrap keeps: a tracking server (sized, started and stopped) or a serverless App.
+KINDS = ("tracking-server", "app")
 # S3's general purpose bucket naming rules (S3 User Guide, "Bucket naming rules").
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -20,11 +22,16 @@ _RESERVED_SUFFIXES = ("-s3alias", "--ol-s3", ".mrap", "--x-s3", "--table-s3")
 class BootstrapConfig:
     region: str | None = None
     cluster_name: str | None = None
+    kind: str = "tracking-server"
+    # The name of whichever kind: a server's is in its ARN, an App's is found by listing.
     tracking_server_name: str = "mlflow-tracking"
     artifact_store_uri: str | None = None
-    tracking_server_size: str = "Small"
+    # None: not asked for, so a server gets Small and an App is not refused for it.
+    tracking_server_size: str | None = None
     mlflow_version: str | None = None
     automatic_model_registration: bool = False
+    # An App only: make it the account's default MLflow App. Never unset when not asked.
+    account_default: bool = False
     tags: dict[str, str] = field(default_factory=dict)
     pod_role_name: str = "SM_MLFLOW_ACCESS_ROLE"
     pod_policy_name: str = "SageMakerMlFlowAccessPolicy"
@@ -44,7 +51,26 @@ class BootstrapConfig:
     role_propagation_seconds: float = 90.0
 
     def __post_init__(self) -> None:
-        if self.tracking_server_size not in SIZES:
+        if self.kind not in KINDS:
+            raise ConfigError(f"--kind must be one of {', '.join(KINDS)}")
+        if self.kind == "app":
+            given = [
+                flag
+                for flag, value in (
+                    ("--tracking-server-size", self.tracking_server_size),
+                    ("--mlflow-version", self.mlflow_version),
+                )
+                if value
+            ]
+            if given:
+                verb = "apply" if len(given) > 1 else "applies"
+                raise ConfigError(
+                    f"{' and '.join(given)} {verb} to a tracking server, not to --kind app "
+                    "(an MLflow App is serverless and AWS chooses its MLflow version)"
+                )
+        elif self.account_default:
+            raise ConfigError("--account-default applies to --kind app only")
+        if self.size not in SIZES:
             raise ConfigError(f"--tracking-server-size must be one of {', '.join(SIZES)}")
         if self.artifact_store_uri:
             problem = s3_uri_problem(self.artifact_store_uri)
@@ -72,6 +98,16 @@ class BootstrapConfig:
             f"{self.service_account} may assume the pod role, comma-separated "
             "('*' trusts every namespace, opted in or not)"
         )
+
+    @property
+    def size(self) -> str:
+        return self.tracking_server_size or "Small"
+
+    @property
+    def what(self) -> str:
+        """How a message names the tracking server or App."""
+        kind = "MLflow App" if self.kind == "app" else "tracking server"
+        return f"{kind} {self.tracking_server_name}"
 
     @property
     def bucket(self) -> str:

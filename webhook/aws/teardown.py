@@ -10,7 +10,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.aws import iam, tracking
+from webhook.aws import apps, iam, tracking
 from webhook.aws.clients import BootstrapError, Clients, code, explain
 from webhook.aws.config import BootstrapConfig, split_s3_uri
 from webhook.core import policies
@@ -82,17 +82,22 @@ def _inventory(
         work[(item.resource, item.name)] = job
 
     server_name = config.tracking_server_name
-    server = tracking.describe(clients, server_name)
+    server = _tracking(clients, config)
     server_kept: dict[str, Any] = {}
     bucket = config.bucket
-    if server is not None and server["TrackingServerStatus"] not in GONE:
-        ours = is_ours(
-            clients.sagemaker.list_tags(ResourceArn=server["TrackingServerArn"]).get("Tags")
-        )
-        add(
-            Found("tracking-server", server_name, ours),
-            lambda c: c.sagemaker.delete_mlflow_tracking_server(TrackingServerName=server_name),
-        )
+    if server is not None:
+        arn = server["TrackingServerArn"]
+        ours = is_ours(clients.sagemaker.list_tags(ResourceArn=arn).get("Tags"))
+        if config.kind == "app":
+            add(
+                Found(apps.RESOURCE, server_name, ours),
+                lambda c: c.sagemaker.delete_mlflow_app(Arn=arn),
+            )
+        else:
+            add(
+                Found("tracking-server", server_name, ours),
+                lambda c: c.sagemaker.delete_mlflow_tracking_server(TrackingServerName=server_name),
+            )
         bucket = bucket or split_s3_uri(server.get("ArtifactStoreUri"))[0]
         server_kept = {} if ours else server
 
@@ -111,11 +116,7 @@ def _inventory(
 
     server_role = iam.get_role(clients, config.server_role_name)
     if server_role is not None:
-        users = (
-            (f"tracking server {server_name}",)
-            if server_kept.get("RoleArn") == server_role["Arn"]
-            else ()
-        )
+        users = (config.what,) if server_kept.get("RoleArn") == server_role["Arn"] else ()
         add(
             Found("iam-role", config.server_role_name, is_ours(server_role.get("Tags")), users),
             lambda c: _delete_role(c, config.server_role_name),
@@ -123,8 +124,20 @@ def _inventory(
     if config.cluster_name:
         _oidc_provider(clients, config, account, pod_role if pod_role_ours else None, add)
     if bucket:
-        _bucket(clients, bucket, server_kept, add)
+        _bucket(clients, bucket, config.what, server_kept, add)
     return found, work
+
+
+def _tracking(clients: Clients, config: BootstrapConfig) -> dict[str, Any] | None:
+    """The tracking server or App by its name, unless already going; an App's fields under the
+    names a server's have."""
+    if config.kind != "app":
+        server = tracking.describe(clients, config.tracking_server_name)
+        return server if server and server["TrackingServerStatus"] not in GONE else None
+    app = apps.find(clients, config.tracking_server_name)
+    if app is None:
+        return None
+    return {**app, "TrackingServerArn": app["Arn"]}
 
 
 def _pod_identity(trust: policies.Document) -> bool:
@@ -254,7 +267,11 @@ def _oidc_provider(
 
 
 def _bucket(
-    clients: Clients, name: str, server_kept: dict[str, Any], add: Callable[[Found, Work], None]
+    clients: Clients,
+    name: str,
+    kept: str,  # how the server or App that may still use it is named
+    server_kept: dict[str, Any],
+    add: Callable[[Found, Work], None],
 ) -> None:
     try:
         clients.s3.head_bucket(Bucket=name)
@@ -269,7 +286,7 @@ def _bucket(
             raise
         tags = []
     in_use = split_s3_uri(server_kept.get("ArtifactStoreUri"))[0] == name
-    users = (f"tracking server {server_kept['TrackingServerName']}",) if in_use else ()
+    users = (kept,) if in_use else ()
     add(Found("s3-bucket", name, is_ours(tags), users), lambda c: _delete_bucket(c, name))
 
 

@@ -49,7 +49,7 @@ def ensure(
             "tracking-server",
             name,
             "create",
-            f"{config.tracking_server_size}, {config.artifact_store_uri}",
+            f"{config.size}, {config.artifact_store_uri}",
         )
         plan.tracking_arn, plan.tracking_status = arn_for(clients, account, name), "Creating"
         plan.artifact_store_uri = config.artifact_store_uri
@@ -80,7 +80,7 @@ def ensure(
 
 def _drift(current: dict[str, Any], config: BootstrapConfig) -> dict[str, Any]:
     wanted: dict[str, Any] = {
-        "TrackingServerSize": config.tracking_server_size,
+        "TrackingServerSize": config.size,
         "AutomaticModelRegistration": config.automatic_model_registration,
     }
     if config.artifact_store_uri:
@@ -98,7 +98,7 @@ def _create(
         "TrackingServerName": config.tracking_server_name,
         "ArtifactStoreUri": config.artifact_store_uri,
         "RoleArn": role_arn,
-        "TrackingServerSize": config.tracking_server_size,
+        "TrackingServerSize": config.size,
         "AutomaticModelRegistration": config.automatic_model_registration,
         "Tags": [
             {"Key": k, "Value": v}
@@ -107,20 +107,36 @@ def _create(
     }
     if config.mlflow_version:
         request["MlflowVersion"] = config.mlflow_version
+
+    def create() -> str:
+        return str(clients.sagemaker.create_mlflow_tracking_server(**request)["TrackingServerArn"])
+
+    def theirs() -> str | None:
+        found = describe(clients, config.tracking_server_name)
+        return str(found["TrackingServerArn"]) if found else None
+
+    return creating(create, theirs, config, sleep)
+
+
+def creating(
+    create: Callable[[], str],
+    theirs: Callable[[], str | None],
+    config: BootstrapConfig,
+    sleep: Callable[[float], None],
+) -> str:
+    """`create`'s ARN, or `theirs` when another replica created it first; retried while a
+    just-created execution role is not yet visible to SageMaker."""
     deadline = time.monotonic() + config.role_propagation_seconds
     delay = 1.0
     while True:
         try:
-            return str(
-                clients.sagemaker.create_mlflow_tracking_server(**request)["TrackingServerArn"]
-            )
+            return create()
         except ClientError as error:
             message = str(error).lower()
             if code(error) == "ResourceInUse" or "already exists" in message:
-                # Another replica created it first: use theirs.
-                found = describe(clients, config.tracking_server_name)
+                found = theirs()
                 if found is not None:
-                    return str(found["TrackingServerArn"])
+                    return found
                 raise
             # A just-created execution role is not yet visible to SageMaker for a while.
             not_ready = (
@@ -140,21 +156,36 @@ def _poll(
     sleep: Callable[[float], None],
     progress: Callable[[str], None] | None = None,
 ) -> str:
+    def status() -> str:
+        current = describe(clients, name)
+        found = str(current["TrackingServerStatus"]) if current else "missing"
+        _fail_if_failed(name, found)
+        return found
+
+    return polling(status, until, config, sleep, progress, f"tracking server {name}")
+
+
+def polling(
+    status: Callable[[], str],
+    until: set[str],
+    config: BootstrapConfig,
+    sleep: Callable[[float], None],
+    progress: Callable[[str], None] | None = None,
+    what: str = "",
+) -> str:
+    """Ask `status` (which raises on a failed state) until it is one of `until`, backing off."""
+    what = what or config.what
     started = time.monotonic()
     delay = 1.0
     while True:
-        current = describe(clients, name)
-        status = str(current["TrackingServerStatus"]) if current else "missing"
+        found = status()
         elapsed = time.monotonic() - started
         if progress:
-            progress(
-                f"tracking server {name}: {status} ({int(elapsed) // 60}m{int(elapsed) % 60:02d}s)"
-            )
-        if status in until:
-            return status
-        _fail_if_failed(name, status)
+            progress(f"{what}: {found} ({int(elapsed) // 60}m{int(elapsed) % 60:02d}s)")
+        if found in until:
+            return found
         if elapsed > config.wait_timeout:
-            raise BootstrapError(f"tracking server {name} still {status} after {int(elapsed)}s")
+            raise BootstrapError(f"{what} still {found} after {int(elapsed)}s")
         sleep(delay)
         delay = min(delay * 1.5, config.poll_cap_seconds)
 

@@ -18,7 +18,7 @@ from webhook.app.config import ServeConfig
 from webhook.app.logs import configure
 from webhook.app.metrics import Metrics
 from webhook.app.server import serve
-from webhook.aws import bootstrap, tracking
+from webhook.aws import apps, bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import audit, inject, teardown
@@ -30,6 +30,7 @@ from webhook.cli.options import (
     add_cluster_flags,
     add_credentials_flag,
     add_existing_server_flag,
+    add_kind_flag,
     add_mutation_flags,
     add_name_flags,
     add_region_flag,
@@ -100,9 +101,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="print instead what serve needs once bootstrap has run: reads only",
     )
 
-    p = commands.add_parser("ui-url", help="print a presigned URL for the tracking server's UI")
+    p = commands.add_parser(
+        "ui-url", help="print a presigned URL for the tracking server's or MLflow App's UI"
+    )
     add_region_flag(p)
-    add(p, "--tracking-server-name", default="mlflow-tracking", help="tracking server")
+    add_kind_flag(p)
+    add(
+        p, "--tracking-server-name", default="mlflow-tracking", help="tracking server or MLflow App"
+    )
     add(p, "--tracking-server-arn", help="tracking server or MLflow App ARN (overrides the name)")
     add(p, "--expires-seconds", type=int, default=300, help="how long the URL may be used (5-300)")
 
@@ -312,6 +318,7 @@ def _iam_policy(args: argparse.Namespace) -> int:
         issuer=issuer,
         bucket=config.bucket or None,
         tracking_arn=config.tracking_server_arn,
+        kind=config.kind,
     )
     doc = policies.bootstrap_identity(scope)
     print(json.dumps(policies.read_only(doc) if args.serve else doc, indent=2))
@@ -323,11 +330,16 @@ def _ui_url(args: argparse.Namespace) -> int:
     if not 5 <= args.expires_seconds <= 300:
         raise BootstrapError("--expires-seconds must be between 5 and 300", 2)
     try:
-        url = tracking.ui_url(
-            clients, args.tracking_server_name, args.tracking_server_arn, args.expires_seconds
-        )
+        arn = args.tracking_server_arn
+        if not arn and args.kind == "app":
+            found = apps.find(clients, args.tracking_server_name)
+            if found is None:
+                raise BootstrapError(f"no MLflow App is named {args.tracking_server_name}")
+            arn = str(found["Arn"])
+        url = tracking.ui_url(clients, args.tracking_server_name, arn, args.expires_seconds)
     except (ClientError, BotoCoreError) as error:
-        raise explain(error, f"tracking server {args.tracking_server_name}") from error
+        what = "MLflow App" if args.kind == "app" else "tracking server"
+        raise explain(error, f"{what} {args.tracking_server_name}") from error
     print(url)
     print(
         f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",

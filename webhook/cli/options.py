@@ -17,7 +17,7 @@ from webhook.app.config import (
     DEFAULT_READ_TIMEOUT_SECONDS,
     ClusterConfig,
 )
-from webhook.aws.config import BootstrapConfig, parse_tags
+from webhook.aws.config import KINDS, BootstrapConfig, parse_tags
 from webhook.core.settings import (
     CREDENTIALS,
     PLACEHOLDER,
@@ -233,11 +233,12 @@ def add_region_flag(parser: argparse.ArgumentParser) -> None:
 def add_name_flags(parser: argparse.ArgumentParser) -> None:
     """The names of what the bootstrap makes, which iam-policy and teardown also find it by."""
     add(parser, "--cluster-name", help="EKS cluster whose OIDC issuer the IRSA role trusts")
+    add_kind_flag(parser)
     add(
         parser,
         "--tracking-server-name",
         default="mlflow-tracking",
-        help="tracking server to ensure",
+        help="name of the tracking server or MLflow App to ensure",
     )
     add(parser, "--pod-role-name", default="SM_MLFLOW_ACCESS_ROLE", help="IAM role the Pods assume")
     add(
@@ -251,6 +252,16 @@ def add_name_flags(parser: argparse.ArgumentParser) -> None:
         "--server-role-name",
         default="mlflow-webhook-tracking-server",
         help="execution role of the tracking server",
+    )
+
+
+def add_kind_flag(parser: argparse.ArgumentParser) -> None:
+    add(
+        parser,
+        "--kind",
+        choices=KINDS,
+        default="tracking-server",
+        help="a tracking server (sized, 20-25 minutes to create) or a serverless MLflow App",
     )
 
 
@@ -293,14 +304,25 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
     add_region_flag(parser)
     add_name_flags(parser)
     add_artifact_flag(parser)
+    # No default here: with --kind app, giving either is refused, so "not given" must show.
     add(
         parser,
         "--tracking-server-size",
-        default="Small",
         choices=("Small", "Medium", "Large"),
-        help="tracking server size",
+        help="tracking server size (default: Small; not for --kind app)",
     )
-    add(parser, "--mlflow-version", help="MLflow version of a new server (default: AWS chooses)")
+    add(
+        parser,
+        "--mlflow-version",
+        help="MLflow version of a new server (default: AWS chooses; not for --kind app)",
+    )
+    add(
+        parser,
+        "--account-default",
+        action="store_true",
+        default=False,
+        help="make the MLflow App the account's default (--kind app only)",
+    )
     add(
         parser,
         "--automatic-model-registration",
@@ -328,7 +350,8 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
         "--wait",
         action="store_true",
         default=False,
-        help="wait until the tracking server is usable (creation takes 20-25 minutes)",
+        help="wait until the tracking server or App is usable (a server takes 20-25 minutes "
+        "to create, an App a few)",
     )
     if standalone:
         add_credentials_flag(parser, default="irsa")

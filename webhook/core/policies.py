@@ -10,6 +10,9 @@ Document = dict[str, Any]
 VERSION = "2012-10-17"
 # Our statement in a trust policy others may share: found, and repaired, by this Sid alone.
 TRUST_SID = "MlflowWebhookServiceAccounts"
+# The tag on everything the bootstrap makes, by which a teardown, and an App's policy, know it.
+MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
+MANAGED_BY_VALUE = "mlflow-webhook"
 
 
 def partition(region: str) -> str:
@@ -59,10 +62,19 @@ def server_access(part: str, bucket: str, prefix: str) -> Document:
 
 
 def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Document:
-    """What a training Pod needs: MLflow calls on this one server, and its artifact prefix.
+    """What a training Pod needs: MLflow calls on this one server or App, and its artifact
+    prefix.
 
     The MLflow client writes artifacts straight to S3 with the Pod's own credentials, so
     without the S3 statements log_artifact and log_model fail.
+
+    An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the `mlflow-app`
+    resource type of the Service Authorization Reference's "Amazon SageMaker" page (prefix
+    sagemaker). Its "Amazon SageMaker with MLflow" page (prefix sagemaker-mlflow) lists one
+    resource type only, mlflow-tracking-server, and no App resources: the App's exact ARN is
+    granted here all the same, so nothing wider is (https://docs.aws.amazon.com/
+    service-authorization/latest/reference/list_amazonsagemakerwithmlflow.html and
+    list_amazonsagemaker.html).
     """
     mlflow = {
         "Sid": "TrackingServer",
@@ -176,6 +188,7 @@ class Scope:
     bucket: str | None = None
     # --tracking-server-arn: that server or App is only described, nothing else is made.
     tracking_arn: str | None = None
+    kind: str = "tracking-server"  # or "app"
 
     def iam(self, kind: str, name: str) -> str:
         return f"arn:{self.part}:iam::{self.account}:{kind}/{name}"
@@ -301,27 +314,62 @@ def bootstrap_identity(scope: Scope) -> Document:
     return document(*statements)
 
 
-def _server_side(scope: Scope, server_role: str) -> list[Document]:
-    """The tracking server, and with an artifact store its bucket and execution role."""
+def _tracking_server(scope: Scope) -> list[Document]:
     server = (
         f"arn:{scope.part}:sagemaker:{scope.region}:{scope.account}"
         f":mlflow-tracking-server/{scope.tracking_server}"
     )
-    tracking = _allow(
-        "TrackingServer",
-        server,
-        "sagemaker:DescribeMlflowTrackingServer",
-        "sagemaker:CreateMlflowTrackingServer",
-        "sagemaker:AddTags",  # CreateMlflowTrackingServer with tags
-        "sagemaker:StartMlflowTrackingServer",
-        "sagemaker:UpdateMlflowTrackingServer",
-        "sagemaker:CreatePresignedMlflowTrackingServerUrl",  # the ui-url command
-    )
+    return [
+        _allow(
+            "TrackingServer",
+            server,
+            "sagemaker:DescribeMlflowTrackingServer",
+            "sagemaker:CreateMlflowTrackingServer",
+            "sagemaker:AddTags",  # CreateMlflowTrackingServer with tags
+            "sagemaker:StartMlflowTrackingServer",
+            "sagemaker:UpdateMlflowTrackingServer",
+            "sagemaker:CreatePresignedMlflowTrackingServerUrl",  # the ui-url command
+        )
+    ]
+
+
+def _app(scope: Scope) -> list[Document]:
+    """An MLflow App. Its ARN holds an ID SageMaker assigns at creation, so no policy can name
+    it beforehand: the resource type `mlflow-app` of this account and region is granted, and
+    every write is bound by our managed-by tag, on the request when creating and on the App
+    itself when changing it. An App someone else made is only read."""
+    apps = f"arn:{scope.part}:sagemaker:{scope.region}:{scope.account}:mlflow-app/*"
+    ours = {"StringEquals": {f"aws:ResourceTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE}}
+    return [
+        # ListMlflowApps has no resource type: it can only be granted on "*".
+        _allow("FindApp", "*", "sagemaker:ListMlflowApps"),
+        _allow(
+            "ReadApp",
+            apps,
+            "sagemaker:DescribeMlflowApp",
+            "sagemaker:ListTags",
+            "sagemaker:CreatePresignedMlflowAppUrl",  # the ui-url command
+        ),
+        # CreateMlflowApp with tags is authorized for sagemaker:AddTags too.
+        _allow(
+            "CreateApp",
+            apps,
+            "sagemaker:CreateMlflowApp",
+            "sagemaker:AddTags",
+            StringEquals={f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE},
+        ),
+        _allow("UpdateApp", apps, "sagemaker:UpdateMlflowApp", "sagemaker:AddTags", **ours),
+    ]
+
+
+def _server_side(scope: Scope, server_role: str) -> list[Document]:
+    """The tracking server or App, and with an artifact store its bucket and execution role."""
+    tracking = _app(scope) if scope.kind == "app" else _tracking_server(scope)
     if not scope.bucket:
         # Nothing to create without an artifact store: the execution role is only looked up.
-        return [tracking, _allow("ServerRole", server_role, "iam:GetRole")]
+        return [*tracking, _allow("ServerRole", server_role, "iam:GetRole")]
     return [
-        tracking,
+        *tracking,
         _allow(
             "ArtifactBucket",
             f"arn:{scope.part}:s3:::{scope.bucket}",
@@ -346,7 +394,7 @@ def _server_side(scope: Scope, server_role: str) -> list[Document]:
             "iam:GetRolePolicy",
             "iam:PutRolePolicy",
         ),
-        # SageMaker runs the server as this role: passed to SageMaker only.
+        # SageMaker runs the server or App as this role: passed to SageMaker only.
         _allow(
             "PassServerRole",
             server_role,

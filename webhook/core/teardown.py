@@ -8,10 +8,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from webhook.core.plans import Step
+from webhook.core.policies import MANAGED_BY_KEY as MANAGED_BY_KEY
+from webhook.core.policies import MANAGED_BY_VALUE as MANAGED_BY_VALUE
 from webhook.core.policies import TRUST_SID, Document, document
 
-MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "mlflow-webhook"
 NOT_OURS = "not made by mlflow-webhook"
 
 
