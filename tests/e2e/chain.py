@@ -4,54 +4,87 @@ process that sees only what the webhook injected."""
 
 from __future__ import annotations
 
-import base64
 import json
 import subprocess
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from tests.aws.gate import IamGate
 from tests.aws.moto import ACCOUNT, REGION, Moto
+from tests.aws.sts import StsEmulator
 from tests.e2e import venv
 from tests.e2e.front import Front
 from tests.servers import WebhookProcess
 from tests.support import apply, decode_patch, free_port, review_for
+from webhook.core import policies
 
 BUCKET = "mlflow-artifacts"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/SM_MLFLOW_ACCESS_ROLE"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"
 APP_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-app/app-6xkq2hzwbm3d"
-OIDC = "oidc.eks.us-west-2.amazonaws.com/id/EXAMPLED539D4633E53DE1B71EXAMPLE"
+# ../shared/kube's --service-account-issuer: what its tokens carry as `iss`.
+ISSUER = "https://kubernetes.default.svc.cluster.local"
+ARTIFACTS = "mlflow/"
 TRAIN = Path(__file__).with_name("train.py")
 # Every container runtime gives a process these; nothing else reaches the "container".
 RUNTIME_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": "/root", "LANG": "C.UTF-8"}
 
 
-def provision(moto: Moto) -> None:
-    """What the bootstrap sets up in AWS: the artifact bucket and the IRSA role."""
+def provision(moto: Moto, issuer: str = ISSUER) -> None:
+    """What the bootstrap sets up in AWS: the artifact bucket, the cluster's OIDC provider, and
+    the IRSA role, trusting our ServiceAccount in team-a and allowed the pod policy."""
     moto.client("s3").create_bucket(
         Bucket=BUCKET, CreateBucketConfiguration={"LocationConstraint": REGION}
     )
-    trust = {
-        "Version": "2012-10-17",
-        "Statement": [
-            {
-                "Effect": "Allow",
-                "Principal": {"Federated": f"arn:aws:iam::{ACCOUNT}:oidc-provider/{OIDC}"},
-                "Action": "sts:AssumeRoleWithWebIdentity",
-                "Condition": {
-                    "StringLike": {
-                        f"{OIDC}:sub": "system:serviceaccount:*:sagemaker-mlflow-sa",
-                        f"{OIDC}:aud": "sts.amazonaws.com",
-                    }
-                },
-            }
-        ],
-    }
-    moto.client("iam").create_role(
-        RoleName="SM_MLFLOW_ACCESS_ROLE", AssumeRolePolicyDocument=json.dumps(trust)
+    host = issuer.removeprefix("https://")
+    iam = moto.client("iam")
+    provider = iam.create_open_id_connect_provider(
+        Url=issuer, ClientIDList=["sts.amazonaws.com"], ThumbprintList=["0" * 40]
+    )["OpenIDConnectProviderArn"]
+    trust = policies.document(
+        {
+            "Effect": "Allow",
+            "Principal": {"Federated": provider},
+            "Action": "sts:AssumeRoleWithWebIdentity",
+            "Condition": {
+                "StringEquals": {f"{host}:aud": "sts.amazonaws.com"},
+                "StringLike": {f"{host}:sub": "system:serviceaccount:team-a:sagemaker-mlflow-sa"},
+            },
+        }
     )
+    iam.create_role(RoleName="SM_MLFLOW_ACCESS_ROLE", AssumeRolePolicyDocument=json.dumps(trust))
+    access = policies.pod_access("aws", SERVER_ARN, BUCKET, ARTIFACTS)
+    iam.put_role_policy(
+        RoleName="SM_MLFLOW_ACCESS_ROLE", PolicyName="pod", PolicyDocument=json.dumps(access)
+    )
+
+
+@dataclass
+class Aws:
+    """moto, with STS's web-identity check (the emulator) and S3's IAM (the gate) in front."""
+
+    moto: Moto
+    sts: StsEmulator
+    gate: IamGate
+
+    @classmethod
+    def start(cls, issuer: str = ISSUER) -> Aws:
+        """Until `sts.trust_keys` is given the issuer's keys, no token verifies."""
+        moto = Moto()
+        provision(moto, issuer)
+        sts = StsEmulator(moto.url, ACCOUNT)
+        sts.start()
+        gate = IamGate(moto.url, ACCOUNT)
+        gate.start()
+        return cls(moto, sts, gate)
+
+    def stop(self) -> None:
+        self.gate.stop()
+        self.sts.stop()
+        self.moto.stop()
 
 
 class MlflowServer:
@@ -141,7 +174,8 @@ def admit(
         data=json.dumps(review).encode(),
         headers={"Content-Type": "application/json", "User-Agent": "kube-apiserver-admission"},
     )
-    with urllib.request.urlopen(request, context=webhook.client_context(), timeout=10) as r:
+    # Generous: on a loaded machine a TLS handshake alone has taken over 10 s.
+    with urllib.request.urlopen(request, context=webhook.client_context(), timeout=60) as r:
         response = json.loads(r.read())
     patch = decode_patch(response)
     return patch, apply(pod, patch)
@@ -152,23 +186,24 @@ def container_env(pod: dict[str, Any], name: str) -> dict[str, str]:
     return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
 
 
-def write_token(root: Path, pod: dict[str, Any]) -> Path:
-    """Write the projected ServiceAccount token where the mutated Pod mounts it, under `root`."""
+def token_source(pod: dict[str, Any]) -> dict[str, Any]:
+    """The aws-iam-token volume's serviceAccountToken source, as the webhook injected it."""
     [volume] = [v for v in pod["spec"]["volumes"] if v["name"] == "aws-iam-token"]
-    source = volume["projected"]["sources"][0]["serviceAccountToken"]
+    source: dict[str, Any] = volume["projected"]["sources"][0]["serviceAccountToken"]
+    return source
+
+
+def write_token(root: Path, pod: dict[str, Any], env: dict[str, str], token: str) -> Path:
+    """Put `token` where the kubelet would: at the file AWS_WEB_IDENTITY_TOKEN_FILE names,
+    which must lie in the volume the container mounts. `root` stands for the container's /."""
     [mount] = [
         m for m in pod["spec"]["containers"][0]["volumeMounts"] if m["name"] == "aws-iam-token"
     ]
-    claims = {
-        "iss": f"https://{OIDC}",
-        "aud": [source["audience"]],
-        "sub": f"system:serviceaccount:team-a:{pod['spec']['serviceAccountName']}",
-        "exp": int(time.time()) + source["expirationSeconds"],
-    }
-    encode = lambda part: base64.urlsafe_b64encode(json.dumps(part).encode()).rstrip(b"=").decode()  # noqa: E731
-    path = root / mount["mountPath"].lstrip("/") / source["path"]
+    named = env["AWS_WEB_IDENTITY_TOKEN_FILE"]
+    assert named == f"{mount['mountPath']}/{token_source(pod)['path']}", named
+    path = root / named.lstrip("/")
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{encode({'alg': 'RS256', 'kid': 'test'})}.{encode(claims)}.c2lnbmF0dXJl")
+    path.write_text(token)
     return path
 
 
@@ -185,20 +220,21 @@ def run_training(env: dict[str, str], workdir: Path) -> subprocess.CompletedProc
     )
 
 
-def redirects(env: dict[str, str], moto: Moto, front: Front | None, root: Path) -> dict[str, str]:
+def redirects(env: dict[str, str], aws: Aws, front: Front | None, root: Path) -> dict[str, str]:
     """The test-only redirects, and nothing else:
 
     - SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT points the real sagemaker-mlflow plugin at the front-door
       emulator instead of https://<region>.experiments.sagemaker.aws;
-    - AWS_ENDPOINT_URL_STS and MLFLOW_S3_ENDPOINT_URL point STS and S3 at moto;
-    - AWS_WEB_IDENTITY_TOKEN_FILE is moved under the test's root folder, where the token the
-      Pod would have mounted is written.
+    - AWS_ENDPOINT_URL_STS points STS at the web-identity emulator, and MLFLOW_S3_ENDPOINT_URL
+      S3 at the IAM gate, both in front of moto;
+    - AWS_WEB_IDENTITY_TOKEN_FILE keeps the injected path, re-rooted under the test's folder
+      (which stands for the container's /), where the token is written.
     """
     out = dict(env)
     if front is not None:
         out["SAGEMAKER_MLFLOW_CUSTOM_ENDPOINT"] = front.url
-    out["AWS_ENDPOINT_URL_STS"] = moto.url
-    out["MLFLOW_S3_ENDPOINT_URL"] = moto.url
+    out["AWS_ENDPOINT_URL_STS"] = aws.sts.url
+    out["MLFLOW_S3_ENDPOINT_URL"] = aws.gate.url
     if "AWS_WEB_IDENTITY_TOKEN_FILE" in out:
         out["AWS_WEB_IDENTITY_TOKEN_FILE"] = str(
             root / out["AWS_WEB_IDENTITY_TOKEN_FILE"].lstrip("/")

@@ -2,9 +2,11 @@
 
     .venv/bin/python -m tests.e2e.demo
 
-It starts moto (IAM, STS, S3), a real `mlflow server`, the SageMaker front-door emulator and the
-webhook over TLS; sends the webhook a Kubeflow PyTorchJob worker Pod; runs the recipe's training
-snippet with only the injected environment; and prints each step and the run's URL.
+It starts moto (IAM, STS, S3) behind the STS web-identity emulator and the IAM gate, a real
+`mlflow server`, the SageMaker front-door emulator and the webhook over TLS; sends the webhook a
+Kubeflow PyTorchJob worker Pod; runs the recipe's training snippet with only the injected
+environment; and prints each step and the run's URL. With no control plane here, the Pod's
+token is signed by a local issuer whose keys STS is given, as it would be the cluster's.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 
 import yaml
 
+from tests.aws.sts import LocalIssuer
 from tests.e2e import chain, venv
 from tests.e2e.front import Front
 from tests.servers import start
@@ -58,9 +61,10 @@ def main() -> int:
     work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-demo-"))
     # Removed however the demo ends, a server that failed to start included.
     atexit.register(shutil.rmtree, work, ignore_errors=True)
-    moto = chain.Moto()
-    chain.provision(moto)
-    mlflow = chain.MlflowServer(work / "mlflow", moto)
+    aws = chain.Aws.start()
+    issuer = LocalIssuer(chain.ISSUER)
+    aws.sts.trust_keys(issuer.jwks())
+    mlflow = chain.MlflowServer(work / "mlflow", aws.moto)
     front = Front(mlflow.url)
     front.start()
     webhook = start(
@@ -76,7 +80,7 @@ def main() -> int:
     try:
         show(
             "started",
-            f"moto {moto.url}\nmlflow server {mlflow.url} (UI)\n"
+            f"moto {aws.moto.url}\nmlflow server {mlflow.url} (UI)\n"
             f"SageMaker MLflow front-door emulator {front.url}\nwebhook {webhook.url}",
         )
         pod = kubeflow_worker_pod(experiment="llama")
@@ -86,9 +90,12 @@ def main() -> int:
         # The whole object, as the API server stores it once every webhook has run.
         show("3. the Pod the API server stores", mutated)
         env = chain.container_env(mutated, "pytorch")
-        chain.write_token(work, mutated)
+        account = mutated["spec"]["serviceAccountName"]
+        audience = chain.token_source(mutated)["audience"]
+        token = issuer.token(f"system:serviceaccount:team-a:{account}", audience)
+        chain.write_token(work, mutated, env, token)
         show("4. the training process runs with only that environment", chain.TRAIN.read_text())
-        result = chain.run_training(chain.redirects(env, moto, front, work), work)
+        result = chain.run_training(chain.redirects(env, aws, front, work), work)
         print(result.stdout.rstrip())
         if result.returncode != 0:
             print(result.stderr, file=sys.stderr)
@@ -102,7 +109,8 @@ def main() -> int:
             {
                 "run": url,
                 "metrics": metrics,
-                "artifacts in S3": chain.s3_keys(moto, info["artifact_uri"]),
+                "artifacts in S3": chain.s3_keys(aws.moto, info["artifact_uri"]),
+                "tokens STS verified": [v.subject for v in aws.sts.verdicts if v.allowed],
                 "signed calls verified by the front door": len(front.seen),
                 "as role": sorted({c.role_arn for c in front.seen}),
             },
@@ -117,7 +125,7 @@ def main() -> int:
         webhook.stop()
         front.stop()
         mlflow.stop()
-        moto.stop()
+        aws.stop()
 
 
 if __name__ == "__main__":
