@@ -64,7 +64,8 @@ class WebhookProcess:
             with contextlib.suppress(json.JSONDecodeError):
                 self.logs.append(json.loads(line))
 
-    def _wait_for_port(self, timeout: float = 20) -> int:
+    # Importing the server alone has taken 19 s on a loaded two-core machine.
+    def _wait_for_port(self, timeout: float = 60) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             for entry in self.logs:
