@@ -40,6 +40,8 @@ class MissedPods:
         self.identity = identity
         self.telemetry = namespaces.telemetry
         self._missed: dict[Key, Finding] = {}
+        # Kept as Pods come and go, so a change costs the same with 10 or 10,000 missed.
+        self._counts: dict[tuple[str, str], int] = {}
         self._reported: set[str] = set()  # uids whose Event exists, ours or a former leader's
         self._lock = threading.Lock()
         self.watch: Watch[PodFacts] = Watch(
@@ -59,6 +61,7 @@ class MissedPods:
         self.watch.stop()
         with self._lock:
             self._missed.clear()
+            self._counts.clear()
         self._export()  # a follower reports none: only the leader's count is the truth
 
     def findings(self) -> list[Finding]:
@@ -91,10 +94,13 @@ class MissedPods:
             else missed.find(pod, self.namespaces.opted_in(key[0]), self.settings)
         )
         with self._lock:
+            before = self._missed.pop(key, None)
+            if before is not None:
+                self._count(before, -1)
             if finding is None:
-                self._missed.pop(key, None)
                 return
             self._missed[key] = finding
+            self._count(finding, 1)
             if finding.uid in self._reported:
                 return
             self._reported.add(finding.uid)
@@ -120,12 +126,13 @@ class MissedPods:
         )
         return True
 
+    def _count(self, finding: Finding, step: int) -> None:
+        label = (finding.namespace, finding.reason)
+        self._counts[label] = self._counts.get(label, 0) + step
+
     def _export(self) -> None:
-        counts: dict[tuple[str, str], int] = {}
         with self._lock:
-            for finding in self._missed.values():
-                label = (finding.namespace, finding.reason)
-                counts[label] = counts.get(label, 0) + 1
+            counts = {label: n for label, n in self._counts.items() if n}
         self.telemetry.missed_pods(counts)
 
 
