@@ -41,6 +41,7 @@ OWN_FLAGS = {
         "--expires-seconds",
     },
     "certs": {"--service", "--namespace", "--out"},
+    "audit": {"--kubeconfig", "--namespace", "--output", "--prefix"},
     "teardown": {
         "--region",
         "--cluster-name",
