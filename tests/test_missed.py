@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from tests.kube.controlplane import ControlPlane, eventually, replica
 from tests.metrics import sample, scrape, value
@@ -312,3 +313,38 @@ def test_only_the_leader_writes_and_a_new_leader_repeats_nothing(
         first.stop()
         if second is not None:
             second.stop()
+
+
+@pytest.mark.parametrize("problem", ["missing-file", "no-server", "bad-output"])
+def test_audit_that_cannot_ask_says_so_in_one_line_with_exit_2(
+    problem: str, tmp_path: Path
+) -> None:
+    unreachable = tmp_path / "kubeconfig"
+    unreachable.write_text(
+        yaml.safe_dump(
+            {
+                "apiVersion": "v1",
+                "kind": "Config",
+                "clusters": [
+                    {"name": "c", "cluster": {"server": f"https://127.0.0.1:{free_port()}"}}
+                ],
+                "users": [{"name": "u", "user": {"token": "t"}}],
+                "contexts": [{"name": "x", "context": {"cluster": "c", "user": "u"}}],
+                "current-context": "x",
+            }
+        )
+    )
+    args = {
+        "missing-file": ["--kubeconfig", str(tmp_path / "absent")],
+        "no-server": ["--kubeconfig", str(unreachable)],
+        "bad-output": ["--kubeconfig", str(unreachable), "--output", "xml"],
+    }[problem]
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "audit", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stdout == "" and len(done.stderr.strip().splitlines()) == 1, done.stderr
+    assert "Traceback" not in done.stderr
