@@ -25,6 +25,7 @@ from typing import Any
 
 import yaml
 
+from tests.kube.settings import filled, kustomize
 from tests.servers import WebhookProcess
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,22 +61,10 @@ def render(overlay: str = "") -> list[dict[str, Any]]:
 
 @functools.cache
 def _rendered(overlay: str) -> list[dict[str, Any]]:
-    # A checkout has no settings.env (each install writes its own): render a copy with the
-    # example's. Only the RBAC and the webhook configuration are installed here.
-    with tempfile.TemporaryDirectory() as folder:
-        manifests = Path(folder) / "manifests"
-        shutil.copytree(ROOT / "manifests", manifests)
-        example = manifests / "base" / "settings.env.example"
-        if example.exists() and not (manifests / "base" / "settings.env").exists():
-            shutil.copy(example, manifests / "base" / "settings.env")
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(manifests / overlay)],
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout
-    return [doc for doc in yaml.safe_load_all(out) if doc]
+    # A checkout has no settings.env (each install writes its own): render a copy with one
+    # filled in, so every overlay renders, irsa included. Only the RBAC and the webhook
+    # configuration are installed here.
+    return kustomize(filled() / overlay)
 
 
 def eventually(check: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
