@@ -12,11 +12,15 @@ from typing import Any
 
 import pytest
 
+from tests import test_iam_enforced
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.servers import WebhookProcess
 from tests.support import decode_patch, review_for
 from tests.test_bootstrap import URI, cli
+from tests.test_iam_enforced import READS, Enforced, without
+from tests.test_iam_enforced import URI as IAM_URI
+from tests.test_policies import listed
 from webhook.aws import bootstrap
 from webhook.aws.clients import BootstrapError
 from webhook.aws.config import BootstrapConfig
@@ -24,6 +28,7 @@ from webhook.aws.config import BootstrapConfig
 FLAGS = ["--kind", "app", "--cluster-name", CLUSTER, "--trust-namespaces", "team-a"]
 FLAGS += ["--artifact-store-uri", URI]
 READ_VERBS = ("Describe", "List", "Get", "Head")
+enforced = test_iam_enforced.enforced  # the IAM gate in front of moto and the emulator
 MANAGED_BY = {"Key": "app.kubernetes.io/managed-by", "Value": "mlflow-webhook"}
 
 
@@ -76,7 +81,7 @@ def test_fresh_account_one_run_creates_everything_then_nothing(
         "Tags": [MANAGED_BY],
     }
     assert app.record["AccountDefaultStatus"] == "DISABLED"
-    # The pod policy grants MLflow on this App's ARN.
+    # The pod policy grants MLflow's API on this App's ARN.
     iam = moto.client("iam")
     policy_arn = f"arn:aws:iam::{ACCOUNT}:policy/SageMakerMlFlowAccessPolicy"
     version = iam.get_policy(PolicyArn=policy_arn)["Policy"]["DefaultVersionId"]
@@ -314,3 +319,105 @@ def test_serve_bootstraps_the_app_and_injects_its_arn(
         assert {"name": "MLFLOW_TRACKING_URI", "value": app.record["Arn"]} in flat
     finally:
         server.stop()
+
+
+# Under IAM: the bootstrap as a user whose only policy is what `iam-policy --kind app` prints.
+APP_READS = READS | {
+    "sagemaker:ListMlflowApps",
+    "sagemaker:DescribeMlflowApp",
+    "sagemaker:ListTags",
+}
+
+
+def printed_app_policy(moto: Moto, *extra: str) -> dict[str, Any]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env |= {**moto.endpoints(), "AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing"}
+    flags = ["--kind", "app", "--artifact-store-uri", IAM_URI, "--region", REGION]
+    done = cli(
+        "iam-policy", *flags, "--account", ACCOUNT, "--cluster-name", CLUSTER, *extra, env=env
+    )
+    assert done.returncode == 0, done.stderr
+    policy: dict[str, Any] = json.loads(done.stdout)
+    return policy
+
+
+def iam_config(**overrides: Any) -> BootstrapConfig:
+    return app_config(artifact_store_uri=IAM_URI, trust_namespaces=("*",), **overrides)
+
+
+def test_the_printed_policy_is_for_apps_only(aws: tuple[Moto, SageMakerEmulator]) -> None:
+    policy = printed_app_policy(aws[0])
+    actions = {a for s in policy["Statement"] for a in listed(s["Action"])}
+    resources = {r for s in policy["Statement"] for r in listed(s["Resource"])}
+    assert not [a for a in actions if "TrackingServer" in a]
+    assert not [r for r in resources if ":mlflow-tracking-server/" in r]
+    assert {"sagemaker:CreateMlflowApp", "sagemaker:UpdateMlflowApp"} <= actions
+    [passrole] = [s for s in policy["Statement"] if s["Action"] == "iam:PassRole"]
+    assert passrole["Resource"] == f"arn:aws:iam::{ACCOUNT}:role/mlflow-webhook-tracking-server"
+    assert passrole["Condition"] == {
+        "StringEquals": {"iam:PassedToService": "sagemaker.amazonaws.com"}
+    }
+
+
+def test_bootstrap_under_exactly_the_printed_app_policy(
+    enforced: Enforced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enforced.run_as(printed_app_policy(enforced.moto), monkeypatch)
+    plan = bootstrap.run(iam_config(), sleep=lambda _: None)
+    assert {s.action for s in plan.steps} == {"create"}
+    assert enforced.gate.denials() == []
+    [app] = enforced.emulator.apps.values()
+    assert plan.tracking_arn == app.record["Arn"]
+    assert {c.caller for c in enforced.gate.calls} == {f"arn:aws:iam::{ACCOUNT}:user/bootstrap"}
+    first = len(enforced.gate.calls)
+    again = bootstrap.run(iam_config(), sleep=lambda _: None)
+    assert {s.action for s in again.steps} == {"ok"}
+    assert {c.action for c in enforced.gate.calls[first:]} <= APP_READS
+    # A drifted registration mode and tag are ours to change under the same policy.
+    enforced.emulator.set_status("mlflow-tracking", "Created")
+    drifted = iam_config(automatic_model_registration=True, tags={"team": "vision"})
+    changed = bootstrap.run(drifted, sleep=lambda _: None)
+    assert [s.detail for s in changed.steps if s.action == "update"] == [
+        "ModelRegistrationMode, Tags"
+    ]
+    assert enforced.gate.denials() == []
+
+
+def test_an_app_someone_else_made_is_read_but_not_changed(
+    enforced: Enforced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    arn = enforced.emulator.put_app("mlflow-tracking", "Created", ArtifactStoreUri=IAM_URI)
+    enforced.run_as(printed_app_policy(enforced.moto), monkeypatch)
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap.run(iam_config(), sleep=lambda _: None)
+    assert str(caught.value).startswith("access denied: AddTags on MLflow App mlflow-tracking")
+    assert [(c.action, c.resource) for c in enforced.gate.denials()] == [("sagemaker:AddTags", arn)]
+    assert enforced.emulator.tags[arn] == []
+
+
+def test_serve_needs_only_the_printed_read_only_app_policy(
+    enforced: Enforced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    enforced.run_as(printed_app_policy(enforced.moto), monkeypatch)
+    bootstrap.run(iam_config(), sleep=lambda _: None)
+    enforced.run_as(printed_app_policy(enforced.moto, "--serve"), monkeypatch, user="serve")
+    first = len(enforced.gate.calls)
+    plan = bootstrap.run(iam_config(), sleep=lambda _: None)
+    assert {s.action for s in plan.steps} == {"ok"}
+    calls = enforced.gate.calls[first:]
+    assert [c for c in calls if not c.allowed] == []
+    assert {c.action for c in calls} <= APP_READS
+
+
+@pytest.mark.parametrize(
+    "action",
+    ["sagemaker:ListMlflowApps", "sagemaker:CreateMlflowApp", "sagemaker:AddTags", "iam:PassRole"],
+)
+def test_a_policy_missing_one_app_action_is_denied_naming_it(
+    enforced: Enforced, monkeypatch: pytest.MonkeyPatch, action: str
+) -> None:
+    enforced.run_as(without(printed_app_policy(enforced.moto), action), monkeypatch)
+    with pytest.raises(BootstrapError) as caught:
+        bootstrap.run(iam_config(), sleep=lambda _: None)
+    assert action in str(caught.value)
+    assert enforced.emulator.apps == {}

@@ -26,6 +26,7 @@ IRSA = policies.Scope(
     bucket="team-mlflow",
 )
 POD_IDENTITY = dataclasses.replace(IRSA, credentials="pod-identity", issuer=None)
+APP = dataclasses.replace(IRSA, kind="app")
 EXISTING = dataclasses.replace(
     IRSA, bucket=None, tracking_arn=f"arn:aws:sagemaker:us-west-2:{ACCOUNT}:mlflow-app/app-1"
 )
@@ -35,6 +36,9 @@ MODES = {
     "none": policies.bootstrap_identity(dataclasses.replace(IRSA, credentials="none")),
     "no-artifact-store": policies.bootstrap_identity(dataclasses.replace(IRSA, bucket=None)),
     "tracking-server-arn": policies.bootstrap_identity(EXISTING),
+    "app": policies.bootstrap_identity(APP),
+    "app-no-artifact-store": policies.bootstrap_identity(dataclasses.replace(APP, bucket=None)),
+    "serve-app": policies.read_only(policies.bootstrap_identity(APP)),
     "serve-irsa": policies.read_only(policies.bootstrap_identity(IRSA)),
     "serve-pod-identity": policies.read_only(policies.bootstrap_identity(POD_IDENTITY)),
 }
@@ -163,6 +167,9 @@ def test_the_grants_that_remain_name_their_target(
         ("none", {"iam:AttachRolePolicy", "iam:CreatePolicyVersion"}),
         ("no-artifact-store", {"iam:PassRole", "iam:PutRolePolicy", "s3:CreateBucket"}),
         ("tracking-server-arn", {"sagemaker:CreateMlflowTrackingServer", "iam:PutRolePolicy"}),
+        ("app", {"sagemaker:CreateMlflowTrackingServer", "sagemaker:UpdateMlflowTrackingServer"}),
+        ("app-no-artifact-store", {"iam:PassRole", "sagemaker:CreateMlflowTrackingServer"}),
+        ("serve-app", set(ESCALATION) | {"sagemaker:CreateMlflowApp", "sagemaker:AddTags"}),
         ("serve-irsa", set(ESCALATION)),
         ("serve-pod-identity", set(ESCALATION)),
     ],
@@ -170,12 +177,29 @@ def test_the_grants_that_remain_name_their_target(
 def test_what_a_mode_does_not_call_is_not_granted(mode: str, absent: set[str]) -> None:
     actions = {a for s in listed(MODES[mode]["Statement"]) for a in listed(s["Action"])}
     assert not actions & absent
-    # And never the whole of a service, or every resource, except the one listing IAM allows.
+    # And never the whole of a service, or every resource, except the listings that have no
+    # resource type in IAM.
     assert not [a for a in actions if "*" in a]
     wide = {
         a for s in MODES[mode]["Statement"] if s["Resource"] == "*" for a in listed(s["Action"])
     }
-    assert wide <= {"iam:ListOpenIDConnectProviders"}
+    assert wide <= {"iam:ListOpenIDConnectProviders", "sagemaker:ListMlflowApps"}
+
+
+def test_an_apps_writes_are_bound_to_our_tag() -> None:
+    """An App's ARN is unknown until SageMaker assigns it, so its statements name the resource
+    type; each write is conditioned on our managed-by tag, on the request or on the App."""
+    tag = "app.kubernetes.io/managed-by"
+    for statement in MODES["app"]["Statement"]:
+        writes = [a for a in listed(statement["Action"]) if not policies.is_read(a)]
+        if not any(a.startswith("sagemaker:") for a in writes):
+            continue
+        assert statement["Resource"] == f"arn:aws:sagemaker:us-west-2:{ACCOUNT}:mlflow-app/*"
+        if writes == ["sagemaker:CreatePresignedMlflowAppUrl"]:
+            continue  # the ui-url command: a URL to the UI, nothing changed
+        keys = statement["Condition"]["StringEquals"]
+        assert {f"aws:RequestTag/{tag}", f"aws:ResourceTag/{tag}"} & set(keys), statement
+        assert set(keys.values()) <= {"mlflow-webhook", "CreateMlflowApp"}
 
 
 def test_irsa_without_the_issuer_is_refused() -> None:

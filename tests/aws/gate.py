@@ -328,7 +328,9 @@ def sagemaker_needs(
     needed = [Needed(f"sagemaker:{operation}", resource, context)]
     if operation in ("CreateMlflowTrackingServer", "CreateMlflowApp"):
         if body.get("Tags"):
-            needed.append(Needed("sagemaker:AddTags", resource, context))
+            # SageMaker names the creating call in sagemaker:TaggingAction.
+            tagging = {**context, "sagemaker:TaggingAction": [operation]}
+            needed.append(Needed("sagemaker:AddTags", resource, tagging))
         needed.append(
             Needed(
                 "iam:PassRole",

@@ -68,18 +68,20 @@ def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Docume
     The MLflow client writes artifacts straight to S3 with the Pod's own credentials, so
     without the S3 statements log_artifact and log_model fail.
 
-    An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the `mlflow-app`
-    resource type of the Service Authorization Reference's "Amazon SageMaker" page (prefix
-    sagemaker). Its "Amazon SageMaker with MLflow" page (prefix sagemaker-mlflow) lists one
-    resource type only, mlflow-tracking-server, and no App resources: the App's exact ARN is
-    granted here all the same, so nothing wider is (https://docs.aws.amazon.com/
-    service-authorization/latest/reference/list_amazonsagemakerwithmlflow.html and
-    list_amazonsagemaker.html).
+    An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the resource type
+    `mlflow-app` of the Service Authorization Reference's "Amazon SageMaker" page (prefix
+    sagemaker), where sagemaker:CallMlflowAppApi, "to invoke MLflow APIs", takes it; the
+    sagemaker-mlflow plugin signs an App's calls for the service `sagemaker` accordingly. The
+    "Amazon SageMaker with MLflow" page (prefix sagemaker-mlflow) lists no App resources: its one
+    resource type is mlflow-tracking-server, so sagemaker-mlflow:* is for a server only
+    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
+    and list_amazonsagemakerwithmlflow.html).
     """
+    app = ":mlflow-app/" in tracking_arn
     mlflow = {
-        "Sid": "TrackingServer",
+        "Sid": "MlflowApp" if app else "TrackingServer",
         "Effect": "Allow",
-        "Action": "sagemaker-mlflow:*",
+        "Action": "sagemaker:CallMlflowAppApi" if app else "sagemaker-mlflow:*",
         "Resource": tracking_arn,
     }
     return document(mlflow, *s3_access(part, bucket, prefix, ["s3:GetObject", "s3:PutObject"]))
@@ -350,13 +352,22 @@ def _app(scope: Scope) -> list[Document]:
             "sagemaker:ListTags",
             "sagemaker:CreatePresignedMlflowAppUrl",  # the ui-url command
         ),
-        # CreateMlflowApp with tags is authorized for sagemaker:AddTags too.
         _allow(
             "CreateApp",
             apps,
             "sagemaker:CreateMlflowApp",
-            "sagemaker:AddTags",
             StringEquals={f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE},
+        ),
+        # CreateMlflowApp with tags is authorized for sagemaker:AddTags too, which
+        # sagemaker:TaggingAction confines to that creation, so no App already there is tagged.
+        _allow(
+            "TagAppOnCreate",
+            apps,
+            "sagemaker:AddTags",
+            StringEquals={
+                "sagemaker:TaggingAction": "CreateMlflowApp",
+                f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE,
+            },
         ),
         _allow("UpdateApp", apps, "sagemaker:UpdateMlflowApp", "sagemaker:AddTags", **ours),
     ]
