@@ -156,3 +156,95 @@ def test_throttling_is_retried_by_botocore(emulator: SageMakerEmulator) -> None:
     assert response["ResponseMetadata"]["RetryAttempts"] == 2
     # Every try reaches the emulator: two throttled, then one served.
     assert emulator.calls.count("ListMlflowTrackingServers") == 3
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "says"),
+    [
+        ("Name", "bad name!", "regular expression pattern"),
+        ("ModelRegistrationMode", "On", "enum value set: [AutoModelRegistrationEnabled"),
+        ("AccountDefaultStatus", "YES", "enum value set: [ENABLED, DISABLED]"),
+        ("ArtifactStoreUri", "ftp://b/p", "regular expression pattern"),
+        ("Tags", [{"Key": "k", "Value": "v"}] * 51, "length less than or equal to 50"),
+    ],
+)
+def test_app_requests_are_checked_against_the_model(
+    emulator: SageMakerEmulator, field: str, value: Any, says: str
+) -> None:
+    request = {"Name": "ok", "ArtifactStoreUri": "s3://b/p", "RoleArn": ROLE, field: value}
+    with pytest.raises(ClientError) as caught:
+        client(emulator, validate=False).create_mlflow_app(**request)
+    assert caught.value.response["Error"]["Code"] == "ValidationException"
+    assert says in caught.value.response["Error"]["Message"]
+    assert emulator.apps == {}
+
+
+def test_app_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
+    emulator.transition_seconds = 0.2  # slow creation, as far as a client can tell
+    sm = client(emulator)
+    arn = sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)["Arn"]
+    assert arn.startswith("arn:aws:sagemaker:us-west-2:123456789012:mlflow-app/app-")
+    assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Creating"
+    with pytest.raises(ClientError, match="ResourceInUse"):
+        sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)
+    with pytest.raises(ClientError, match="ConflictException"):
+        sm.update_mlflow_app(Arn=arn, ModelRegistrationMode="AutoModelRegistrationEnabled")
+    time.sleep(0.3)
+    described = sm.describe_mlflow_app(Arn=arn)
+    assert (described["Status"], described["ModelRegistrationMode"]) == (
+        "Created",
+        "AutoModelRegistrationDisabled",
+    )
+    sm.update_mlflow_app(Arn=arn, ModelRegistrationMode="AutoModelRegistrationEnabled")
+    assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Updating"
+    time.sleep(0.3)
+    assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Updated"
+    sm.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "a"}])
+    assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "a"}]
+    url = sm.create_presigned_mlflow_app_url(Arn=arn, ExpiresInSeconds=60)["AuthorizedUrl"]
+    assert url.startswith("https://") and "authToken=" in url
+    sm.delete_mlflow_app(Arn=arn)
+    assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Deleting"
+    time.sleep(0.3)
+    with pytest.raises(ClientError) as caught:
+        sm.describe_mlflow_app(Arn=arn)
+    assert caught.value.response["Error"]["Code"] == "ResourceNotFound"
+    # Once deleted, the name is free again.
+    sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)
+
+
+def test_app_creation_can_fail(emulator: SageMakerEmulator) -> None:
+    emulator.create_outcome = "CreateFailed"
+    sm = client(emulator)
+    arn = sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)["Arn"]
+    assert sm.describe_mlflow_app(Arn=arn)["Status"] == "CreateFailed"
+    [summary] = sm.list_mlflow_apps(Status="CreateFailed")["Summaries"]
+    assert summary["Arn"] == arn
+
+
+def test_apps_are_listed_in_pages_and_throttling_is_retried(emulator: SageMakerEmulator) -> None:
+    for i in range(12):
+        emulator.put_app(f"app-{i}", "Created")
+    emulator.throttle("ListMlflowApps", 1)
+    adaptive = boto3.client(
+        "sagemaker",
+        endpoint_url=emulator.url,
+        region_name="us-west-2",
+        aws_access_key_id="testing",
+        aws_secret_access_key="testing",
+        config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
+    )
+    pages = list(adaptive.get_paginator("list_mlflow_apps").paginate(PaginationConfig={}))
+    assert [len(p["Summaries"]) for p in pages] == [10, 2]
+    assert [s["Name"] for p in pages for s in p["Summaries"]] == [f"app-{i}" for i in range(12)]
+    assert pages[0]["ResponseMetadata"]["RetryAttempts"] == 1
+
+
+def test_only_one_app_is_the_account_default(emulator: SageMakerEmulator) -> None:
+    sm = client(emulator)
+    first = emulator.put_app("first", "Created", AccountDefaultStatus="ENABLED")
+    second = sm.create_mlflow_app(
+        Name="second", ArtifactStoreUri="s3://b/p", RoleArn=ROLE, AccountDefaultStatus="ENABLED"
+    )["Arn"]
+    assert sm.describe_mlflow_app(Arn=first)["AccountDefaultStatus"] == "DISABLED"
+    assert sm.describe_mlflow_app(Arn=second)["AccountDefaultStatus"] == "ENABLED"
