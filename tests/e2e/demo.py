@@ -110,7 +110,9 @@ def main() -> int:
                 "run": url,
                 "metrics": metrics,
                 "artifacts in S3": chain.s3_keys(aws.moto, info["artifact_uri"]),
-                "tokens STS verified": [v.subject for v in aws.sts.verdicts if v.allowed],
+                "tokens STS verified, for": sorted(
+                    {v.subject for v in aws.sts.verdicts if v.allowed}
+                ),
                 "signed calls verified by the front door": len(front.seen),
                 "as role": sorted({c.role_arn for c in front.seen}),
             },
