@@ -49,7 +49,9 @@ class Moto:
         )
 
     def reset(self) -> None:
-        urllib.request.urlopen(urllib.request.Request(f"{self.url}/moto-api/reset", method="POST"))
+        """An empty account, and no recording (`record` starts one)."""
+        self._post("/moto-api/reset")
+        self._post("/moto-api/recorder/stop-recording")
 
     def record(self) -> None:
         """Start moto's own record of the requests it serves, empty."""
