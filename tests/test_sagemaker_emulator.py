@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import boto3
@@ -26,14 +26,16 @@ def emulator() -> Iterator[SageMakerEmulator]:
     e.stop()
 
 
-def client(emulator: SageMakerEmulator, validate: bool = True) -> Any:
+def client(
+    emulator: SageMakerEmulator, validate: bool = True, retries: dict[str, Any] | None = None
+) -> Any:
     return boto3.client(
         "sagemaker",
         endpoint_url=emulator.url,
         region_name="us-west-2",
         aws_access_key_id="testing",
         aws_secret_access_key="testing",
-        config=Config(parameter_validation=validate, retries={"max_attempts": 1}),
+        config=Config(parameter_validation=validate, retries=retries or {"max_attempts": 1}),
     )
 
 
@@ -58,11 +60,15 @@ def test_requests_are_checked_against_the_model(
         "RoleArn": ROLE,
         field: value,
     }
+    refused(lambda: client(emulator, validate=False).create_mlflow_tracking_server(**request), says)
+    assert emulator.servers == {}
+
+
+def refused(call: Callable[[], Any], says: str) -> None:
     with pytest.raises(ClientError) as caught:
-        client(emulator, validate=False).create_mlflow_tracking_server(**request)
+        call()
     assert caught.value.response["Error"]["Code"] == "ValidationException"
     assert says in caught.value.response["Error"]["Message"]
-    assert emulator.servers == {}
 
 
 def test_unicode_letters_pass_tag_patterns(emulator: SageMakerEmulator) -> None:
@@ -144,14 +150,7 @@ def test_wire_protocol_is_enforced(emulator: SageMakerEmulator) -> None:
 
 def test_throttling_is_retried_by_botocore(emulator: SageMakerEmulator) -> None:
     emulator.throttle("ListMlflowTrackingServers", 2)
-    adaptive = boto3.client(
-        "sagemaker",
-        endpoint_url=emulator.url,
-        region_name="us-west-2",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
-    )
+    adaptive = client(emulator, retries={"mode": "adaptive", "max_attempts": 5})
     response = adaptive.list_mlflow_tracking_servers()
     assert response["ResponseMetadata"]["RetryAttempts"] == 2
     # Every try reaches the emulator: two throttled, then one served.
@@ -172,15 +171,13 @@ def test_app_requests_are_checked_against_the_model(
     emulator: SageMakerEmulator, field: str, value: Any, says: str
 ) -> None:
     request = {"Name": "ok", "ArtifactStoreUri": "s3://b/p", "RoleArn": ROLE, field: value}
-    with pytest.raises(ClientError) as caught:
-        client(emulator, validate=False).create_mlflow_app(**request)
-    assert caught.value.response["Error"]["Code"] == "ValidationException"
-    assert says in caught.value.response["Error"]["Message"]
+    refused(lambda: client(emulator, validate=False).create_mlflow_app(**request), says)
     assert emulator.apps == {}
 
 
 def test_app_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
-    emulator.transition_seconds = 0.2  # slow creation, as far as a client can tell
+    # Slow creation, as far as a client can tell; long enough for a busy machine.
+    emulator.transition_seconds = 1.0
     sm = client(emulator)
     arn = sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)["Arn"]
     assert arn.startswith("arn:aws:sagemaker:us-west-2:123456789012:mlflow-app/app-")
@@ -189,7 +186,7 @@ def test_app_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
         sm.create_mlflow_app(Name="a", ArtifactStoreUri="s3://b/p", RoleArn=ROLE)
     with pytest.raises(ClientError, match="ConflictException"):
         sm.update_mlflow_app(Arn=arn, ModelRegistrationMode="AutoModelRegistrationEnabled")
-    time.sleep(0.3)
+    time.sleep(1.1)
     described = sm.describe_mlflow_app(Arn=arn)
     assert (described["Status"], described["ModelRegistrationMode"]) == (
         "Created",
@@ -197,7 +194,7 @@ def test_app_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
     )
     sm.update_mlflow_app(Arn=arn, ModelRegistrationMode="AutoModelRegistrationEnabled")
     assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Updating"
-    time.sleep(0.3)
+    time.sleep(1.1)
     assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Updated"
     sm.add_tags(ResourceArn=arn, Tags=[{"Key": "team", "Value": "a"}])
     assert sm.list_tags(ResourceArn=arn)["Tags"] == [{"Key": "team", "Value": "a"}]
@@ -205,7 +202,7 @@ def test_app_lifecycle_and_errors(emulator: SageMakerEmulator) -> None:
     assert url.startswith("https://") and "authToken=" in url
     sm.delete_mlflow_app(Arn=arn)
     assert sm.describe_mlflow_app(Arn=arn)["Status"] == "Deleting"
-    time.sleep(0.3)
+    time.sleep(1.1)
     with pytest.raises(ClientError) as caught:
         sm.describe_mlflow_app(Arn=arn)
     assert caught.value.response["Error"]["Code"] == "ResourceNotFound"
@@ -226,14 +223,7 @@ def test_apps_are_listed_in_pages_and_throttling_is_retried(emulator: SageMakerE
     for i in range(12):
         emulator.put_app(f"app-{i}", "Created")
     emulator.throttle("ListMlflowApps", 1)
-    adaptive = boto3.client(
-        "sagemaker",
-        endpoint_url=emulator.url,
-        region_name="us-west-2",
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        config=Config(retries={"mode": "adaptive", "max_attempts": 5}),
-    )
+    adaptive = client(emulator, retries={"mode": "adaptive", "max_attempts": 5})
     pages = list(adaptive.get_paginator("list_mlflow_apps").paginate(PaginationConfig={}))
     assert [len(p["Summaries"]) for p in pages] == [10, 2]
     assert [s["Name"] for p in pages for s in p["Summaries"]] == [f"app-{i}" for i in range(12)]
