@@ -135,7 +135,8 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
     spec = pod.get("spec") or {}
     out = Mutation()
     _service_account(spec, settings, account_exists, out)
-    experiment = annotations.get(settings.experiment_key) or None
+    # The Pod's own experiment wins over its namespace's default.
+    experiment = annotations.get(settings.experiment_key) or settings.experiment
     env = wanted_env(settings, experiment)
     irsa = settings.credentials == "irsa"
     wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
@@ -274,6 +275,10 @@ def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
         "credentials": settings.credentials,
         "skipped": old_notes + [n.as_dict() for n in out.new_notes],
     }
+    if settings.source != "global":
+        # Absent means global, so the status of a Pod injected before namespace settings
+        # existed reads the same and is not rewritten.
+        status["settings"] = settings.source
     value = orjson.dumps(status).decode()
     if value == raw:
         return

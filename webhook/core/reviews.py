@@ -16,6 +16,8 @@ from webhook.core.settings import Settings
 
 API_VERSION = "admission.k8s.io/v1"
 Outcome = Literal["injected", "skipped", "error"]
+# The reason an opted-in Pod got nothing: its namespace's own settings are wrong.
+NAMESPACE_ERROR = "namespace-settings-error"
 
 
 class BadReview(ValueError):
@@ -76,8 +78,17 @@ def pod_name(pod: dict[str, Any]) -> str:
     return text(metadata.get("name"), 253) or text(metadata.get("generateName"), 253)
 
 
-def admit(request: dict[str, Any], settings: Settings, account_exists: bool = True) -> Admission:
-    """Decide and build the response. One odd Pod must never block admission: errors allow."""
+def admit(
+    request: dict[str, Any],
+    settings: Settings,
+    account_exists: bool = True,
+    namespace_error: str = "",
+) -> Admission:
+    """Decide and build the response. One odd Pod must never block admission: errors allow.
+
+    `namespace_error`: the Pod's namespace names settings of its own that are wrong
+    (`webhook.core.namespaces`), so an opted-in Pod gets nothing and a warning saying why.
+    """
     uid = request["uid"]
     obj = request.get("object")
     pod = obj if isinstance(obj, dict) else {}
@@ -91,7 +102,7 @@ def admit(request: dict[str, Any], settings: Settings, account_exists: bool = Tr
         dry_run=bool(request.get("dryRun")),
     )
     try:
-        _decide(request, pod, settings, account_exists, result)
+        _decide(request, pod, settings, account_exists, namespace_error, result)
     except Exception as exc:  # noqa: BLE001 - any failure must still admit the Pod
         result.outcome, result.reason, result.patch = "error", "internal-error", []
         result.error = "".join(traceback.format_exception_only(type(exc), exc)).strip()
@@ -108,6 +119,7 @@ def _decide(
     pod: dict[str, Any],
     settings: Settings,
     account_exists: bool,
+    namespace_error: str,
     result: Admission,
 ) -> None:
     scope = _scope(request)
@@ -126,6 +138,13 @@ def _decide(
     if decision.detail:
         result.warnings.append(f"mlflow-webhook: {decision.detail}")
     if not decision.inject:
+        return
+    if namespace_error:
+        result.reason = NAMESPACE_ERROR
+        result.warnings.append(
+            f"mlflow-webhook: namespace {result.namespace}'s MLflow settings are wrong "
+            f"({namespace_error}), so nothing was injected and the Pod was admitted unchanged"
+        )
         return
     mutation = mutate(pod, settings, account_exists)
     result.patch = mutation.patch

@@ -79,6 +79,13 @@ def parse_tracking_uri(uri: str) -> TrackingTarget:
     return TrackingTarget(uri=uri, kind="url", region=None)
 
 
+def check_role_arn(arn: str, name: str = "--role-arn") -> str:
+    """`arn` when it is an IAM role ARN; else ConfigError, naming where it came from."""
+    if not _ROLE_ARN.match(arn):
+        raise ConfigError(f"{name} {arn!r} is not an IAM role ARN")
+    return arn
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the mutation depends on. Build it with `Settings.create`, which validates."""
@@ -89,6 +96,9 @@ class Settings:
     service_account: str = "sagemaker-mlflow-sa"
     service_account_policy: ServiceAccountPolicy = "keep"
     prefix: str = "mlflow-webhook.io"
+    # A namespace's own settings (webhook.core.namespaces) set these; the global ones do not.
+    experiment: str | None = None
+    source: Literal["global", "namespace"] = "global"
     inject_key: str = field(init=False)
     experiment_key: str = field(init=False)
     containers_key: str = field(init=False)
@@ -127,8 +137,8 @@ class Settings:
             )
         if mode == "irsa" and not role_arn:
             raise ConfigError("--credentials irsa needs --role-arn")
-        if role_arn and not _ROLE_ARN.match(role_arn):
-            raise ConfigError(f"--role-arn {role_arn!r} is not an IAM role ARN")
+        if role_arn:
+            check_role_arn(role_arn)
         if mode != "irsa" and role_arn:
             raise ConfigError(f"--role-arn is only used with --credentials irsa, not {mode}")
         if not _SA_NAME.match(service_account) or len(service_account) > 253:
