@@ -44,6 +44,21 @@ def test_cert_dir_that_cannot_be_written(tmp_path: Path) -> None:
     )
 
 
+def test_certs_into_a_folder_that_cannot_be_written(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    out = tmp_path / "file" / "certs"
+    done = subprocess.run(
+        [sys.executable, "-m", "webhook", "certs", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f"mlflow-webhook: error: cannot write to the certificate folder {out}: Not a directory"
+    )
+
+
 def test_service_account_token_that_cannot_be_read(tmp_path: Path) -> None:
     if TOKEN.exists():
         pytest.skip(f"{TOKEN} exists here (a Pod): the in-cluster token would be read")

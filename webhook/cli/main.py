@@ -351,6 +351,10 @@ def _ui_url(args: argparse.Namespace) -> int:
 def _certs(args: argparse.Namespace) -> int:
     out = Path(args.out)
     names = service_names(args.service, args.namespace) + list(LOCAL_NAMES)
+    try:
+        check_writable(out)
+    except CertDirError as exc:
+        fail(str(exc))
     written = ensure_self_signed(out, names, list(LOCAL_IPS))
     state = (
         f"wrote {', '.join(written)}" if written else "kept the valid certificates already there"
