@@ -11,7 +11,7 @@ token is signed by a local issuer whose keys STS is given, as it would be the cl
 
 from __future__ import annotations
 
-import atexit
+import contextlib
 import json
 import shutil
 import sys
@@ -58,26 +58,31 @@ def essentials(pod: dict[str, Any]) -> dict[str, Any]:
 def main() -> int:
     print("preparing the mlflow environment (cached after the first run) ...")
     venv.ensure()
-    work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-demo-"))
-    # Removed however the demo ends, a server that failed to start included.
-    atexit.register(shutil.rmtree, work, ignore_errors=True)
-    aws = chain.Aws.start()
-    issuer = LocalIssuer(chain.ISSUER)
-    aws.sts.trust_keys(issuer.jwks())
-    mlflow = chain.MlflowServer(work / "mlflow", aws.moto)
-    front = Front(mlflow.url)
-    front.start()
-    webhook = start(
-        work / "certs",
-        "--self-signed",
-        "--tracking-uri",
-        chain.SERVER_ARN,
-        "--credentials",
-        "irsa",
-        "--role-arn",
-        chain.ROLE_ARN,
-    )
-    try:
+    # Each server stops, and the folder goes, however the demo ends: a later server that fails
+    # to start leaves none of the earlier ones running.
+    with contextlib.ExitStack() as running:
+        work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-demo-"))
+        running.callback(shutil.rmtree, work, ignore_errors=True)
+        aws = chain.Aws.start()
+        running.callback(aws.stop)
+        issuer = LocalIssuer(chain.ISSUER)
+        aws.sts.trust_keys(issuer.jwks())
+        mlflow = chain.MlflowServer(work / "mlflow", aws.moto)
+        running.callback(mlflow.stop)
+        front = Front(mlflow.url)
+        front.start()
+        running.callback(front.stop)
+        webhook = start(
+            work / "certs",
+            "--self-signed",
+            "--tracking-uri",
+            chain.SERVER_ARN,
+            "--credentials",
+            "irsa",
+            "--role-arn",
+            chain.ROLE_ARN,
+        )
+        running.callback(webhook.stop)
         show(
             "started",
             f"moto {aws.moto.url}\nmlflow server {mlflow.url} (UI)\n"
@@ -123,11 +128,6 @@ def main() -> int:
         else:
             print("\nNot waiting for Enter (stdin is not a terminal): stopping.")
         return 0
-    finally:
-        webhook.stop()
-        front.stop()
-        mlflow.stop()
-        aws.stop()
 
 
 if __name__ == "__main__":
