@@ -16,11 +16,14 @@ from typing import Any
 
 import pytest
 
+from tests.aws.sagemaker import SageMakerEmulator
 from tests.e2e import chain
 from tests.e2e.front import Front
 from tests.kube.controlplane import ControlPlane
 from tests.servers import WebhookProcess, start
 from tests.support import kubeflow_worker_pod
+from webhook.aws import bootstrap
+from webhook.aws.config import BootstrapConfig
 
 pytestmark = pytest.mark.timeout(600)
 SA = "sagemaker-mlflow-sa"
@@ -270,25 +273,61 @@ def test_credentials_sts_never_issued_are_rejected(
     assert "security token included in the request is invalid" in front.rejected[-1]
 
 
-def test_mlflow_app_arn(
+def bootstrapped_app(stack: chain.Aws, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The ARN of the App `bootstrap --kind app` creates, against moto and the SageMaker
+    emulator; the pod role is provisioned already, so only the server side is asked for."""
+    emulator = SageMakerEmulator(account=chain.ACCOUNT)
+    emulator.start()
+    endpoints = {f"AWS_ENDPOINT_URL_{s}": stack.moto.url for s in ("IAM", "STS", "S3", "EKS")}
+    env = {
+        **endpoints,
+        "AWS_ENDPOINT_URL_SAGEMAKER": emulator.url,
+        "AWS_REGION": chain.REGION,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    try:
+        config = BootstrapConfig(
+            kind="app",
+            artifact_store_uri=f"s3://{chain.BUCKET}/mlflow",
+            credentials="none",
+            wait=True,
+        )
+        plan = bootstrap.run(config, sleep=lambda _: None)
+    finally:
+        emulator.stop()
+    assert plan.tracking_status == "Created"
+    return plan.tracking_arn
+
+
+def test_mlflow_app_arn_created_by_the_bootstrap(
     stack: chain.Aws,
     cluster: ControlPlane,
     mlflow: chain.MlflowServer,
     front: Front,
     tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    webhook = webhook_for(tmp_path / "certs", chain.APP_ARN, "--role-arn", chain.ROLE_ARN)
+    """The real sagemaker-mlflow plugin resolves an App's ARN, made by the bootstrap, signs for
+    `sagemaker` and names the App in its own header, with the credentials the webhook injected."""
+    app_arn = bootstrapped_app(stack, monkeypatch)
+    assert app_arn.startswith(f"arn:aws:sagemaker:{chain.REGION}:{chain.ACCOUNT}:mlflow-app/app-")
+    webhook = webhook_for(tmp_path / "certs", app_arn, "--role-arn", chain.ROLE_ARN)
     try:
         pod, env = injected(webhook, "llama-app")
     finally:
         webhook.stop()
-    assert env["MLFLOW_TRACKING_URI"] == chain.APP_ARN
+    assert env["MLFLOW_TRACKING_URI"] == app_arn
     kubelet_token(cluster, pod, env, tmp_path)
     seen_before = len(front.seen)
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]
     assert {m["key"] for m in mlflow.run_in("llama-app")["data"]["metrics"]} == {"foo"}
-    assert {(c.service, c.arn) for c in front.seen[seen_before:]} == {("sagemaker", chain.APP_ARN)}
+    seen = front.seen[seen_before:]
+    assert {(c.service, c.arn) for c in seen} == {("sagemaker", app_arn)}
+    assert {c.role_arn for c in seen} == {chain.ROLE_ARN}
 
 
 def test_self_hosted_mlflow_url(stack: chain.Aws, tmp_path: Path) -> None:

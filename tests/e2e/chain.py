@@ -24,7 +24,6 @@ from webhook.core import policies
 BUCKET = "mlflow-artifacts"
 ROLE_ARN = f"arn:aws:iam::{ACCOUNT}:role/SM_MLFLOW_ACCESS_ROLE"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"
-APP_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-app/app-6xkq2hzwbm3d"
 # ../shared/kube's --service-account-issuer: what its tokens carry as `iss`.
 ISSUER = "https://kubernetes.default.svc.cluster.local"
 ARTIFACTS = "mlflow/"
