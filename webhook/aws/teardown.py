@@ -38,7 +38,7 @@ class Teardown:
 
     def carry_out(self, progress: Callable[[str], None] = lambda _: None) -> Plan:
         clients = Clients(self.region, dry_run=False)
-        done = Plan(dry_run=False, steps=list(self.plan.steps))
+        done = Plan(dry_run=False, steps=list(self.plan.steps), kind=self.plan.kind)
         resource = ""
         try:
             for step in self.plan.steps:
@@ -65,7 +65,8 @@ def plan(config: BootstrapConfig, *, delete_artifacts: bool) -> Teardown:
         raise
     except (ClientError, BotoCoreError) as error:
         raise explain(error, resource) from error
-    result = Plan(dry_run=True, steps=decide(found, delete_artifacts=delete_artifacts))
+    steps = decide(found, delete_artifacts=delete_artifacts)
+    result = Plan(dry_run=True, steps=steps, kind=config.kind)
     result.writes = clients.writes
     return Teardown(config.region, result, work)
 

@@ -351,7 +351,7 @@ def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) ->
         action="store_true",
         default=False,
         help="wait until the tracking server or App is usable (a server takes 20-25 minutes "
-        "to create, an App a few)",
+        "to create, an App far less)",
     )
     if standalone:
         add_credentials_flag(parser, default="irsa")
