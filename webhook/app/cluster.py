@@ -8,14 +8,18 @@ certificate and the caBundle.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import secrets
 import threading
+from collections.abc import Callable
 
 from kubernetes import client
 
 from webhook.app.config import ClusterConfig, ServeConfig
+from webhook.core import namespaces
+from webhook.core.namespaces import Annotations, Resolved
 from webhook.core.settings import Settings
 from webhook.kube import errors
 from webhook.kube.accounts import AccountCache
@@ -24,6 +28,7 @@ from webhook.kube.configuration import drift_warnings
 from webhook.kube.connection import connect
 from webhook.kube.election import LeaderElector
 from webhook.kube.missed import MissedPods
+from webhook.kube.namespaces import NamespaceCache
 from webhook.kube.reconciler import AccountReconciler, NamespaceReconciler
 from webhook.kube.watches import Quiet, Telemetry
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, service_names
@@ -38,6 +43,9 @@ class Cluster:
             config.identity or f"{os.environ.get('HOSTNAME', 'local')}-{secrets.token_hex(3)}"
         )
         self.accounts: AccountCache | None = None
+        # With namespace settings on: each namespace's annotations, and what they resolve to.
+        self.namespaces: NamespaceCache | None = None
+        self.resolve: Callable[[Annotations], Resolved] | None = None
         self.certificates: ClusterCertificates | None = None
         if serve.self_signed:
             names = service_names(serve.service, config.namespace) + list(LOCAL_NAMES)
@@ -95,6 +103,11 @@ class Cluster:
             log.warning(warning, extra={"check": "webhook configuration"})
         self.accounts = AccountCache(self.api, settings.service_account, self.config.lookup_timeout)
         role = settings.role_arn if settings.credentials == "irsa" else None
+        if self.serve.namespace_settings:
+            # Namespaces share few distinct annotation sets: each is resolved once.
+            self.resolve = functools.lru_cache(maxsize=1024)(
+                functools.partial(namespaces.resolve, base=settings)
+            )
         with self._lock:
             self._reconciler = NamespaceReconciler(
                 self.api,
@@ -103,7 +116,13 @@ class Cluster:
                 role,
                 self.config.resync_seconds,
                 telemetry=self.metrics,
+                prefix=settings.prefix,
+                resolve=self.resolve,
             )
+            if self.serve.namespace_settings:
+                cache = NamespaceCache(self.api, settings.prefix, self.config.lookup_timeout)
+                cache.watched = self._reconciler.annotations
+                self.namespaces = cache
             self._watchers = [
                 AccountReconciler(self.api, self._reconciler),
                 MissedPods(self.api, settings, self._reconciler, self.identity),

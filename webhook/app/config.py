@@ -65,5 +65,7 @@ class ServeConfig:
     # get this long (more than the read deadline), and closing what is left takes the rest.
     shutdown_timeout: float = 15.0
     cluster: ClusterConfig | None = None
+    # Each namespace may name its own tracking URI, role and experiment (webhook.core.namespaces).
+    namespace_settings: bool = True
     # Made by the command line when it reports into them itself (the bootstrap at startup).
     metrics: Metrics | None = None

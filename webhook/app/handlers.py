@@ -20,7 +20,14 @@ from webhook.app.connections import Connection, Pool
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
 from webhook.core.echo import clip, text
-from webhook.core.reviews import BadReview, admit, parse, respond, sets_service_account
+from webhook.core.reviews import (
+    NAMESPACE_ERROR,
+    BadReview,
+    admit,
+    parse,
+    respond,
+    sets_service_account,
+)
 from webhook.core.settings import Settings
 
 log = logging.getLogger("webhook.admission")
@@ -84,9 +91,13 @@ async def mutate(request: web.Request) -> web.Response:
         warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
         state.metrics.admissions.labels("error", "not-ready").inc()
         return _json(respond(req["uid"], [], [warning]))
-    result = admit(req, state.settings)
-    if sets_service_account(result.patch) and not await _account_exists(state, result.namespace):
-        result = admit(req, state.settings, account_exists=False)
+    namespace = text(req.get("namespace"), 253)
+    settings, problem, account = await _namespace_settings(state, state.settings, namespace)
+    result = admit(req, settings, namespace_error=problem)
+    if sets_service_account(result.patch) and not (
+        account or await _account_exists(state, result.namespace)
+    ):
+        result = admit(req, settings, account_exists=False, namespace_error=problem)
     elapsed = time.perf_counter() - started
     state.metrics.admissions.labels(result.outcome, result.reason).inc()
     state.metrics.latency.observe(elapsed)
@@ -108,11 +119,62 @@ async def mutate(request: web.Request) -> web.Response:
         events.log(
             logging.ERROR, f"admission failed; Pod admitted unchanged: {result.error}", fields
         )
+    elif result.reason == NAMESPACE_ERROR:
+        state.metrics.namespace_errors.labels(result.namespace).inc()
+        events.log(
+            logging.ERROR,
+            f"admission: the namespace's own MLflow settings are unusable, Pod admitted "
+            f"unchanged: {problem}",
+            fields,
+        )
     elif result.reason == "malformed":
         events.log(logging.WARNING, "admission: a Pod it cannot read, admitted unchanged", fields)
     else:
         events.log(logging.INFO, "admission", fields)
     return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
+
+
+async def _namespace_settings(
+    state: State, settings: Settings, namespace: str
+) -> tuple[Settings, str, bool]:
+    """The settings for a Pod in `namespace`, or the global ones and why its own are unusable;
+    and True when a lookup made here found our ServiceAccount there.
+
+    Read from the namespace watch's cache. On a miss (a namespace's first Pod, most often) its
+    one bounded lookup runs beside the ServiceAccount's, so the two cost one wait.
+    """
+    cluster = state.cluster
+    if cluster is None or not state.config.namespace_settings or not namespace:
+        return settings, "", False
+    cache, resolve = cluster.namespaces, cluster.resolve
+    if cache is None or resolve is None:
+        # Never the global settings for a namespace that may name its own.
+        return settings, "they are not known yet: the cluster side has not started", False
+    annotations = cache.known(namespace)
+    account = False
+    if annotations is None:
+        looked, account = await asyncio.gather(
+            _lookup(asyncio.to_thread(cache.lookup, namespace), cache.timeout),
+            _account_exists(state, namespace),
+        )
+        if isinstance(looked, BaseException):
+            log.warning(
+                "namespace lookup failed", extra={"namespace": namespace, "error": repr(looked)}
+            )
+            return settings, f"they could not be read ({type(looked).__name__})", account
+        annotations = looked
+    if not annotations:
+        return settings, "", account
+    resolved = resolve(annotations)
+    return resolved.settings or settings, resolved.error, account
+
+
+async def _lookup(call: Any, timeout: float) -> Any:
+    """The lookup's result, or the exception it raised: one failure must not cancel the other."""
+    try:
+        return await asyncio.wait_for(call, timeout + 0.5)
+    except Exception as error:  # noqa: BLE001 - the caller reports it
+        return error
 
 
 async def _account_exists(state: State, namespace: str) -> bool:

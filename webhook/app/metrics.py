@@ -51,6 +51,14 @@ class Metrics:
             "Client connections open now, TLS handshakes in progress included.",
             registry=self.registry,
         )
+        self.namespace_errors = Counter(
+            "mlflow_webhook_namespace_settings_errors",
+            "Opted-in Pods admitted with no MLflow settings because their namespace's own "
+            "settings are wrong (a malformed ARN or URL, a tracking URI without a role), "
+            "by namespace.",
+            ["namespace"],
+            registry=self.registry,
+        )
         self.evictions = Counter(
             "mlflow_webhook_connections_evicted",
             "Idle connections closed to make room at the --max-connections bound.",

@@ -210,6 +210,7 @@ def _serve(args: argparse.Namespace) -> int:
         read_timeout_seconds=args.read_timeout_seconds,
         max_connections=args.max_connections,
         cluster=cluster_config_from(args),
+        namespace_settings=args.namespace_settings == "on",
         metrics=metrics,
     )
     configure(args.log_level)

@@ -432,6 +432,14 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="how often the leader lists opted-in namespaces again, beside the watch",
     )
+    add(
+        parser,
+        "--namespace-settings",
+        choices=("on", "off"),
+        default="on",
+        help="let a namespace's tracking-uri, role-arn and experiment annotations override "
+        "the global settings; off where tenants can edit their own namespace objects",
+    )
 
 
 def cluster_config_from(args: argparse.Namespace) -> ClusterConfig | None:

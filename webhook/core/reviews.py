@@ -142,8 +142,8 @@ def _decide(
     if namespace_error:
         result.reason = NAMESPACE_ERROR
         result.warnings.append(
-            f"mlflow-webhook: namespace {result.namespace}'s MLflow settings are wrong "
-            f"({namespace_error}), so nothing was injected and the Pod was admitted unchanged"
+            f"mlflow-webhook: namespace {result.namespace}'s own MLflow settings are unusable: "
+            f"{namespace_error}; nothing was injected and the Pod was admitted unchanged"
         )
         return
     mutation = mutate(pod, settings, account_exists)

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client
 
 from webhook.core import accounts
+from webhook.core.namespaces import Annotations, Resolved, pick
 from webhook.kube import errors
 from webhook.kube.accounts import AccountCache, ensure
 from webhook.kube.watches import Key, Quiet, Telemetry, Watch
@@ -25,8 +27,24 @@ TERMINATING = "Terminating"
 OUTCOMES = {"ok": "ok", "created": "created", "role annotation set": "repaired"}
 
 
+@dataclass(frozen=True)
+class NamespaceState:
+    """What the watch keeps of one namespace: its phase and our settings annotations."""
+
+    phase: str
+    annotations: Annotations = ()
+
+
+def _active(state: NamespaceState | None) -> bool:
+    return state is not None and state.phase != TERMINATING
+
+
 class NamespaceReconciler:
-    """Watches opted-in namespaces; the cache holds each one's phase."""
+    """Watches opted-in namespaces; the cache holds each one's phase and settings annotations.
+
+    `resolve` gives a namespace's settings from its annotations (`webhook.core.namespaces`);
+    without it every namespace's ServiceAccount gets `role_arn`.
+    """
 
     def __init__(
         self,
@@ -37,11 +55,16 @@ class NamespaceReconciler:
         resync_seconds: float = 300.0,
         watch_seconds: int = 60,
         telemetry: Telemetry | None = None,
+        *,
+        prefix: str = "mlflow-webhook.io",
+        resolve: Callable[[Annotations], Resolved] | None = None,
     ) -> None:
         self.core = client.CoreV1Api(api)
         self.cache = cache
         self.selector = selector
         self.role_arn = role_arn
+        self.prefix = prefix
+        self.resolve = resolve
         self.telemetry = telemetry or Quiet()
         # Told when a namespace starts or stops being opted in (the missed-Pod watch listens).
         self.listeners: list[Callable[[str], None]] = []
@@ -51,7 +74,7 @@ class NamespaceReconciler:
             "watch_seconds": watch_seconds,
             "telemetry": self.telemetry,
         }
-        self.watch: Watch[str] = Watch(
+        self.watch: Watch[NamespaceState] = Watch(
             "namespace", self.core.list_namespace, self, label_selector=selector, **self.options
         )
 
@@ -62,17 +85,42 @@ class NamespaceReconciler:
         self.watch.stop()
 
     def opted_in(self, namespace: str) -> bool:
-        phase = self.watch.get(("", namespace))
-        return phase is not None and phase != TERMINATING
+        return _active(self.watch.get(("", namespace)))
 
-    def keep(self, obj: dict[str, Any]) -> str:
-        return str((obj.get("status") or {}).get("phase") or "Active")
+    def annotations(self, namespace: str) -> Annotations | None:
+        """Its settings annotations, or None when the watch does not hold it."""
+        state = self.watch.get(("", namespace))
+        return None if state is None else state.annotations
 
-    def changed(self, key: Key, old: str | None, new: str | None) -> None:
+    def role_for(self, namespace: str) -> str | None:
+        """The role its ServiceAccount should carry: its own, or the global one.
+
+        None for a namespace this watch does not hold yet: the account watch's first list may
+        come before this one's, and must not put the global role on a team's account.
+        """
+        if self.resolve is None:
+            return self.role_arn
+        annotations = self.annotations(namespace)
+        return None if annotations is None else self.resolve(annotations).role_arn
+
+    def keep(self, obj: dict[str, Any]) -> NamespaceState:
+        phase = str((obj.get("status") or {}).get("phase") or "Active")
+        annotations = (obj.get("metadata") or {}).get("annotations")
+        return NamespaceState(phase, pick(annotations, self.prefix))
+
+    def changed(self, key: Key, old: NamespaceState | None, new: NamespaceState | None) -> None:
         name = key[1]
-        if new is not None and new != TERMINATING:
+        if new is not None and _active(new):
+            if self.resolve is not None and (old is None or old.annotations != new.annotations):
+                problem = self.resolve(new.annotations).error
+                if problem:
+                    # Said once per change; each of its Pods then says it again as a warning.
+                    log.error(
+                        f"namespace settings are wrong; its Pods get no MLflow settings: {problem}",
+                        extra={"namespace": name},
+                    )
             self.reconcile(name)
-        if (old is None or old == TERMINATING) != (new is None or new == TERMINATING):
+        if _active(old) != _active(new):
             for listener in self.listeners:
                 listener(name)
 
@@ -82,7 +130,7 @@ class NamespaceReconciler:
     def reconcile(self, namespace: str) -> str:
         """Ensure the ServiceAccount; return what was done, or "error"."""
         try:
-            done = ensure(self.core, namespace, self.cache.name, self.role_arn)
+            done = ensure(self.core, namespace, self.cache.name, self.role_for(namespace))
         except client.ApiException as error:
             log.error(
                 f"could not ensure ServiceAccount: {errors.describe(error)}",
@@ -131,7 +179,7 @@ class AccountReconciler:
 
     def changed(self, key: Key, old: str | None, new: str | None) -> None:
         namespace = key[0]
-        role = self.namespaces.role_arn
+        role = self.namespaces.role_for(namespace)
         if new is None:
             self.namespaces.cache.discard(namespace)
             if not self.namespaces.opted_in(namespace):
