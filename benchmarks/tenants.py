@@ -1,0 +1,47 @@
+"""A real control plane for `load --compare namespace-settings`: the webhook's RBAC installed,
+and the benchmark's namespace (team-a) opted in with a tracking URI and role of its own."""
+
+from __future__ import annotations
+
+from types import TracebackType
+
+from tests.kube.controlplane import NAMESPACE, ControlPlane, missing_reason
+from tests.support import free_port
+
+TEAM = {
+    "mlflow-webhook.io/tracking-uri": (
+        "arn:aws:sagemaker:eu-west-1:444455556666:mlflow-tracking-server/team-a"
+    ),
+    "mlflow-webhook.io/role-arn": "arn:aws:iam::444455556666:role/team-a-mlflow",
+}
+
+
+class Tenants:
+    def __init__(self) -> None:
+        reason = missing_reason()
+        if reason:
+            raise SystemExit(f"--compare namespace-settings needs a control plane: {reason}")
+        self.plane = ControlPlane()
+        self.servers: dict[str, tuple[str, ...]] = {}
+
+    def __enter__(self) -> Tenants:
+        self.plane.start()
+        # The API server never calls the benchmark's servers: wrk posts to them directly.
+        kubeconfig = self.plane.install(free_port())
+        self.plane.label_namespace("team-a", **TEAM)
+        # One replica at a time, each leading at once, so each keeps the namespace watch.
+        cluster = ("--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE)
+        cluster += ("--no-leader-election",)
+        self.servers = {
+            "off": (*cluster, "--namespace-settings", "off"),
+            "on": (*cluster, "--namespace-settings", "on"),
+        }
+        return self
+
+    def __exit__(
+        self,
+        kind: type[BaseException] | None,
+        error: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        self.plane.stop()
