@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import pytest
 
 from tests.support import apply, review_for, settings
 from webhook.core import policies, reviews
+from webhook.core.mutation import mutate
+from webhook.core.optin import opt_in
 from webhook.core.reviews import admit, parse
+from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
 OPTED_IN = {"name": "trainer", "annotations": {"mlflow-webhook.io/inject": "true"}}
 MAIN = {"name": "main", "image": "python:3.12"}
@@ -195,3 +199,107 @@ def test_trust_helpers() -> None:
 )
 def test_same_policies(a: Any, b: Any, equal: bool) -> None:
     assert policies.same(a, b) is equal
+
+
+def statused(pod: dict[str, Any], account_exists: bool = True) -> tuple[dict[str, Any], Any]:
+    """The Pod after `mutate`, and its status annotation read back."""
+    out = mutate(pod, settings(), account_exists)
+    mutated = apply(pod, out.patch)
+    status = json.loads(mutated["metadata"]["annotations"]["mlflow-webhook.io/status"])
+    return mutated, status
+
+
+@pytest.mark.parametrize("metadata", [None, "absent"])
+def test_a_template_without_metadata_gets_the_status(metadata: Any) -> None:
+    """`inject --all` mutates templates that may have no metadata at all."""
+    pod: dict[str, Any] = {"spec": {"containers": [MAIN]}}
+    if metadata is None:
+        pod["metadata"] = None
+    _, status = statused(pod)
+    assert status["injected"] == ["main"]
+
+
+def test_status_keeps_what_an_earlier_call_injected_and_survives_odd_values() -> None:
+    earlier = {"injected": ["sidecar", 5], "skipped": [{"target": "t", "reason": "r"}, "x"]}
+    pod = {
+        "metadata": {"annotations": {"mlflow-webhook.io/status": json.dumps(earlier)}},
+        "spec": {"containers": [MAIN]},
+    }
+    _, status = statused(pod)
+    assert status["injected"] == ["sidecar", "main"]
+    assert status["skipped"] == [{"target": "t", "reason": "r"}]
+    for odd in ("[1]", "not json", '"a string"'):
+        pod["metadata"]["annotations"]["mlflow-webhook.io/status"] = odd
+        assert statused(pod)[1]["injected"] == ["main"]
+
+
+def test_init_containers_are_named_as_such() -> None:
+    init = {
+        "name": "setup",
+        "image": "busybox",
+        "env": [{"name": "MLFLOW_TRACKING_URI", "value": "x"}],
+    }
+    pod = {
+        "metadata": {"annotations": {"mlflow-webhook.io/containers": "setup"}},
+        "spec": {"initContainers": [init], "containers": [MAIN]},
+    }
+    out = mutate(pod, settings())
+    # The annotation's name is found among init containers too, so no "not in the Pod" note.
+    assert [(n.target, n.reason) for n in out.notes] == [
+        ("initContainer/setup", "kept its own MLFLOW_TRACKING_URI")
+    ]
+    assert out.injected == ["setup"]
+
+
+def test_only_the_named_container_even_when_it_comes_last() -> None:
+    pod = {
+        "metadata": {"annotations": {"mlflow-webhook.io/containers": "trainer"}},
+        "spec": {"containers": [MAIN, {"name": "trainer", "image": "python:3.12"}]},
+    }
+    mutated, status = statused(pod)
+    assert status["injected"] == ["trainer"]
+    assert "env" not in mutated["spec"]["containers"][0]
+
+
+def test_the_token_volume_is_added_when_any_container_mounts_it() -> None:
+    """The second container already mounts it; the first needed a mount, so the volume too."""
+    mounted = {
+        **MAIN,
+        "name": "second",
+        "volumeMounts": [{"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}],
+    }
+    mutated, _ = statused({"spec": {"containers": [MAIN, mounted]}})
+    assert [v["name"] for v in mutated["spec"]["volumes"]] == [TOKEN_VOLUME]
+
+
+def test_a_missing_account_keeps_default_named_as_such() -> None:
+    out = mutate({"spec": {"containers": [MAIN]}}, settings(), account_exists=False)
+    assert out.service_account == "default"
+    assert "so the Pod keeps 'default'" in out.notes[0].reason
+
+
+@pytest.mark.parametrize(
+    ("metadata", "detail"),
+    [
+        ({"labels": {"mlflow-webhook.io/inject": "maybe"}}, "label mlflow-webhook.io/inject="),
+        (
+            {"annotations": {"mlflow-webhook.io/inject": "yes"}},
+            "annotation mlflow-webhook.io/inject=",
+        ),
+    ],
+)
+def test_an_invalid_opt_in_value_is_named_with_its_source(
+    metadata: dict[str, Any], detail: str
+) -> None:
+    decision = opt_in(metadata, settings())
+    assert decision.inject is False
+    assert decision.detail.startswith(detail)
+    assert decision.detail.endswith("so nothing was injected")
+    value = next(iter((metadata.get("labels") or metadata.get("annotations")).values()))
+    assert repr(value) in decision.detail or value in decision.detail
+
+
+def test_unmarked_objects_follow_the_default() -> None:
+    assert opt_in({}, settings(), default=True).verdict == "opted-in"
+    assert opt_in({}, settings(), default=True).inject is True
+    assert opt_in({}, settings()).verdict == "not-opted-in"
