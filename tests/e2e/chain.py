@@ -4,7 +4,10 @@ process that sees only what the webhook injected."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
 import subprocess
 import time
 import urllib.request
@@ -118,6 +121,9 @@ class MlflowServer:
             stdout=self.log,
             stderr=subprocess.STDOUT,
             env={**RUNTIME_ENV, "MLFLOW_S3_ENDPOINT_URL": moto.url},
+            # Its own process group: `mlflow server` starts uvicorn, a job runner and its
+            # consumers, which outlive a signal sent to it alone.
+            start_new_session=True,
         )
         self._wait(workdir)
 
@@ -154,13 +160,26 @@ class MlflowServer:
         return dict(runs[0])
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        """The server and every process it started: its whole process group."""
+        group = self.proc.pid
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGTERM)
+        deadline = time.monotonic() + 20
+        while _group_alive(group) and time.monotonic() < deadline:
+            self.proc.poll()  # reaped, the server itself no longer counts as alive
+            time.sleep(0.2)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(group, signal.SIGKILL)
+        self.proc.wait()
         self.log.close()
+
+
+def _group_alive(group: int) -> bool:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def admit(
