@@ -7,6 +7,8 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.core.namespaces import keys
+
 Action = Literal["ok", "create", "update", "start", "wait", "delete", "keep"]
 
 
@@ -28,6 +30,7 @@ class Plan:
     artifact_store_uri: str = ""
     pod_role_arn: str = ""
     writes: list[str] = field(default_factory=list)
+    prefix: str = "mlflow-webhook.io"  # of the namespace annotations the JSON gives
 
     def add(self, resource: str, name: str, action: Action, detail: str = "") -> None:
         self.steps.append(Step(resource, name, action, detail))
@@ -45,8 +48,15 @@ class Plan:
             "trackingServerStatus": self.tracking_status,
             "podRoleArn": self.pod_role_arn,
             "writeCalls": self.writes,
+            "namespaceAnnotations": self.namespace_annotations(),
         }
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
+
+    def namespace_annotations(self) -> dict[str, str]:
+        """What a namespace served by this bootstrap's server and role carries, to paste."""
+        uri, role, _ = keys(self.prefix)
+        found = {uri: self.tracking_arn, role: self.pod_role_arn}
+        return {key: value for key, value in found.items() if value}
 
     def as_table(self) -> str:
         rows = [("RESOURCE", "NAME", "ACTION", "DETAIL")]
