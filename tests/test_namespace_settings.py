@@ -170,3 +170,31 @@ def test_switched_off_every_namespace_gets_the_global_settings(cluster: Setup) -
     assert env(pod)["MLFLOW_TRACKING_URI"] == TRACKING_ARN
     assert env(pod)["AWS_ROLE_ARN"] == ROLE_ARN
     assert "settings" not in status(pod)
+
+
+def test_a_miss_costs_one_bounded_lookup_kept_for_the_next_pods(cluster: Setup) -> None:
+    """A replica that does not lead keeps no namespace watch: its first Pod in a namespace asks
+    once, the next ones use the answer; a lookup that does not answer within its bound leaves
+    the Pod unchanged with a warning, never with the global settings."""
+    b = team(cluster, "kept-b", TEAM_B)
+    cluster.start("one", *GIVEN)
+    cluster.wait_for_account(b)
+    follower = cluster.start("two", *GIVEN, proxied=True)
+    assert cluster.proxy is not None
+    proxy = cluster.proxy
+    for _ in range(3):
+        assert TEAM_B[URI] in json.dumps(decode_patch(post(follower, b)))
+    lookups = proxy.recorded(lambda c: c.method == "GET" and c.path == f"/api/v1/namespaces/{b}")
+    assert len(lookups) == 1
+
+    held = team(cluster, "held", TEAM_A)
+    proxy.hold(lambda c: c.path == f"/api/v1/namespaces/{held}")
+    try:
+        started = time.monotonic()
+        answer = post(follower, held)["response"]
+        took = since(started)
+    finally:
+        proxy.release()
+    assert took < 5, took
+    assert answer["allowed"] is True and "patch" not in answer
+    assert "they could not be read (TimeoutError)" in " ".join(answer["warnings"])
