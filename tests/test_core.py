@@ -303,3 +303,63 @@ def test_unmarked_objects_follow_the_default() -> None:
     assert opt_in({}, settings(), default=True).verdict == "opted-in"
     assert opt_in({}, settings(), default=True).inject is True
     assert opt_in({}, settings()).verdict == "not-opted-in"
+
+
+GOOD = review_for({"metadata": OPTED_IN, "spec": {"containers": [MAIN]}})
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ([1], "body must be a JSON object holding an AdmissionReview"),
+        ({**GOOD, "kind": "Pod"}, "kind must be AdmissionReview, not 'Pod'"),
+        (
+            {**GOOD, "apiVersion": "admission.k8s.io/v1beta1"},
+            "apiVersion must be admission.k8s.io/v1, not 'admission.k8s.io/v1beta1'",
+        ),
+        ({**GOOD, "request": None}, "AdmissionReview has no request object"),
+        ({**GOOD, "request": {**GOOD["request"], "uid": ""}}, "AdmissionReview request has no uid"),
+        ({**GOOD, "request": {**GOOD["request"], "uid": 7}}, "AdmissionReview request has no uid"),
+    ],
+)
+def test_parse_says_what_is_wrong(body: Any, says: str) -> None:
+    """These words are the 400's body."""
+    with pytest.raises(reviews.BadReview) as caught:
+        parse(body)
+    assert str(caught.value) == says
+
+
+@pytest.mark.parametrize(
+    ("request_fields", "reason"),
+    [
+        ({"operation": "UPDATE"}, "not-create"),
+        ({"kind": {"group": "apps", "version": "v1", "kind": "Pod"}}, "not-a-pod"),
+        ({"resource": {"group": "", "version": "v1", "resource": "services"}}, "not-a-pod"),
+        ({"subResource": "ephemeralcontainers"}, "not-a-pod"),
+        ({"object": None}, "no-object"),
+    ],
+)
+def test_out_of_scope_requests_are_named(request_fields: dict[str, Any], reason: str) -> None:
+    review = review_for({"metadata": OPTED_IN, "spec": {"containers": [MAIN]}}, **request_fields)
+    result = admit(parse(review), settings())
+    assert (result.outcome, result.reason, result.patch) == ("skipped", reason, [])
+
+
+@pytest.mark.parametrize(
+    ("metadata", "logged"),
+    [
+        ({"name": "trainer", "generateName": "t-"}, "trainer"),
+        ({"generateName": "llama-worker-"}, "llama-worker-"),
+        # Clipped, saying how long it was: names come from the Pod, not yet validated.
+        ({"name": "x" * 300}, "x" * 253 + "... (300 characters)"),
+        ({"generateName": "g" * 300}, "g" * 253 + "... (300 characters)"),
+        ({}, ""),
+    ],
+)
+def test_the_pod_is_logged_by_name_else_generate_name(
+    metadata: dict[str, Any], logged: str
+) -> None:
+    result = admit(
+        parse(review_for({"metadata": metadata, "spec": {"containers": [MAIN]}})), settings()
+    )
+    assert result.pod == logged
