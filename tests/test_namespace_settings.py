@@ -67,7 +67,7 @@ def role_of(cluster: Setup, namespace: str) -> str | None:
     return ((account.get("metadata") or {}).get("annotations") or {}).get(ROLE_KEY)
 
 
-def counted(server: WebhookProcess, name: str) -> dict[str, float]:
+def counted(server: WebhookProcess, name: str, suffix: str = "_total") -> dict[str, float]:
     """Every series of one metric, by its labels as written."""
 
     async def scrape() -> str:
@@ -79,8 +79,8 @@ def counted(server: WebhookProcess, name: str) -> dict[str, float]:
 
     found = {}
     for line in asyncio.run(scrape()).splitlines():
-        if line.startswith(name + "_total{"):
-            labels, value = line[len(name) + len("_total") :].rsplit(" ", 1)
+        if line.startswith(name + suffix + "{"):
+            labels, value = line[len(name) + len(suffix) :].rsplit(" ", 1)
             found[labels] = float(value)
     return found
 
@@ -159,6 +159,10 @@ def test_namespace_in_error_gets_pods_admitted_bare_warned_and_counted(cluster: 
         entry.get("level") == "error" and entry.get("namespace") == no_role
         for entry in list(server.logs)
     )
+    # Left bare on purpose, and said so: not counted as missed by the webhook.
+    time.sleep(3)
+    assert not [e for e in list(server.logs) if e.get("msg") == "Pod missed by the webhook"]
+    assert sum(counted(server, "mlflow_webhook_missed_pods", suffix="").values()) == 0
 
 
 def test_switched_off_every_namespace_gets_the_global_settings(cluster: Setup) -> None:

@@ -91,7 +91,13 @@ class MissedPods:
         finding = (
             None
             if pod is None
-            else missed.find(pod, self.namespaces.opted_in(key[0]), self.settings)
+            # A namespace whose own settings are wrong leaves its Pods bare on purpose, and
+            # says so with a warning and a metric of its own: they are not missed.
+            else missed.find(
+                pod,
+                self.namespaces.opted_in(key[0]) and not self.namespaces.in_error(key[0]),
+                self.settings,
+            )
         )
         with self._lock:
             before = self._missed.pop(key, None)

@@ -110,19 +110,27 @@ class NamespaceReconciler:
 
     def changed(self, key: Key, old: NamespaceState | None, new: NamespaceState | None) -> None:
         name = key[1]
+        problem = self._problem(new)
         if new is not None and _active(new):
-            if self.resolve is not None and (old is None or old.annotations != new.annotations):
-                problem = self.resolve(new.annotations).error
-                if problem:
-                    # Said once per change; each of its Pods then says it again as a warning.
-                    log.error(
-                        f"namespace settings are wrong; its Pods get no MLflow settings: {problem}",
-                        extra={"namespace": name},
-                    )
+            if problem and (old is None or old.annotations != new.annotations):
+                # Said once per change; each of its Pods then says it again as a warning.
+                log.error(
+                    f"namespace settings are wrong; its Pods get no MLflow settings: {problem}",
+                    extra={"namespace": name},
+                )
             self.reconcile(name)
-        if _active(old) != _active(new):
+        if _active(old) != _active(new) or bool(self._problem(old)) != bool(problem):
             for listener in self.listeners:
                 listener(name)
+
+    def in_error(self, namespace: str) -> bool:
+        """Its own settings are wrong, so its Pods are left bare on purpose."""
+        return bool(self._problem(self.watch.get(("", namespace))))
+
+    def _problem(self, state: NamespaceState | None) -> str:
+        if self.resolve is None or state is None:
+            return ""
+        return self.resolve(state.annotations).error
 
     def synced(self) -> None:
         pass
