@@ -10,6 +10,7 @@ import pytest
 import yaml
 
 from tests.support import FIXTURES, STATUS_KEY, apply, review_for, settings
+from tests.test_inject import run_inject
 from webhook.core import namespaces
 from webhook.core.reviews import NAMESPACE_ERROR, admit, parse
 
@@ -110,3 +111,27 @@ def test_namespace_in_error_says_nothing_to_a_pod_not_opted_in() -> None:
     quiet = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": "x"}, "spec": {}}
     result = admit(parse(review_for(quiet)), settings(), namespace_error="bad")
     assert (result.reason, result.warnings) == ("not-opted-in", [])
+
+
+def test_inject_takes_a_namespaces_settings_as_flags() -> None:
+    """Offline there is no namespace to read: its values come as --tracking-uri, --role-arn
+    (run_inject's) and --experiment; a template's own experiment still wins."""
+    manifest = yaml.safe_dump_all(
+        [
+            {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": name, "annotations": own},
+                "spec": {"containers": [{"name": "main", "image": "python:3.12"}]},
+            }
+            for name, own in (
+                ("plain", {"mlflow-webhook.io/inject": "true"}),
+                (
+                    "own",
+                    {"mlflow-webhook.io/inject": "true", "mlflow-webhook.io/experiment": "mine"},
+                ),
+            )
+        ]
+    )
+    docs, _ = run_inject("-f", "-", "--experiment", "team-default", stdin=manifest)
+    assert [env(doc)["MLFLOW_EXPERIMENT_NAME"] for doc in docs] == ["team-default", "mine"]

@@ -7,6 +7,7 @@ what a person wrote come back as they were; only the injected fields are new.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
 import sys
 from pathlib import Path
@@ -20,6 +21,9 @@ from webhook.core.templates import inject_documents
 
 def run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
+    if args.experiment:
+        # A namespace's settings, given as flags: inject is offline and sees no namespace.
+        settings = dataclasses.replace(settings, experiment=args.experiment)
     yaml = YAML(typ="rt")
     yaml.width = 4096  # never fold a long value onto a second line
     yaml.preserve_quotes = True

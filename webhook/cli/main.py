@@ -126,6 +126,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="inject every Pod template that does not opt out, not only those that opt in",
     )
+    add(
+        p,
+        "--experiment",
+        help="default MLflow experiment for templates without their own annotation, as a "
+        "namespace's mlflow-webhook.io/experiment gives its Pods",
+    )
 
     audit.add_parser(commands)
     teardown.add_parser(commands)
