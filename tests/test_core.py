@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 from typing import Any
 
@@ -363,3 +364,19 @@ def test_the_pod_is_logged_by_name_else_generate_name(
         parse(review_for({"metadata": metadata, "spec": {"containers": [MAIN]}})), settings()
     )
     assert result.pod == logged
+
+
+def test_the_response_on_the_wire() -> None:
+    """What the API server reads: the review's envelope, the uid, and the patch as base64."""
+    result = decide(
+        {"metadata": OPTED_IN, "spec": {"serviceAccountName": "other", "containers": [MAIN]}}
+    )
+    response = result.response
+    assert (response["apiVersion"], response["kind"]) == ("admission.k8s.io/v1", "AdmissionReview")
+    inner = response["response"]
+    assert set(inner) == {"uid", "allowed", "patchType", "patch", "warnings"}
+    assert (inner["uid"], inner["allowed"], inner["patchType"]) == (result.uid, True, "JSONPatch")
+    assert json.loads(base64.b64decode(inner["patch"])) == result.patch
+    assert inner["warnings"] == result.warnings and result.warnings
+    untouched = decide({"metadata": {"name": "p"}, "spec": {"containers": [MAIN]}}).response
+    assert untouched["response"] == {"uid": untouched["response"]["uid"], "allowed": True}
