@@ -239,8 +239,9 @@ def test_admission_knows_the_accounts_the_reconciler_made(cluster: Setup) -> Non
 def test_a_miss_is_looked_up_once_with_a_timeout(cluster: Setup) -> None:
     """A namespace the reconciler does not manage: one live lookup, its hit remembered; with
     the API server not answering, the lookup gives up within its timeout and the Pod keeps its
-    own account."""
-    server = cluster.start("one", proxied=True)
+    own account. Namespace settings are off: with them on, an unknown namespace that cannot be
+    read gets nothing at all (tests/test_namespace_settings.py)."""
+    server = cluster.start("one", *GIVEN, "--namespace-settings", "off", proxied=True)
     proxy = cluster.proxy
     assert proxy is not None
     theirs = cluster.namespace("lookup-theirs", labelled=False)

@@ -161,8 +161,11 @@ async def _namespace_settings(
             log.warning(
                 "namespace lookup failed", extra={"namespace": namespace, "error": repr(looked)}
             )
-            return settings, f"they could not be read ({type(looked).__name__})", account
-        annotations = looked
+            annotations = cache.last_known(namespace)
+            if annotations is None:
+                return settings, f"they could not be read ({type(looked).__name__})", account
+        else:
+            annotations = looked
     if not annotations:
         return settings, "", account
     resolved = resolve(annotations)

@@ -47,6 +47,12 @@ class NamespaceCache:
             return entry[1]
         return None
 
+    def last_known(self, namespace: str) -> Annotations | None:
+        """What a lookup last found, however old: better than nothing when a new one fails."""
+        with self._lock:
+            entry = self._looked_up.get(namespace)
+        return None if entry is None else entry[1]
+
     def lookup(self, namespace: str) -> Annotations:
         """The one API call allowed on the request path for it: a GET with a short timeout."""
         try:
@@ -56,10 +62,7 @@ class NamespaceCache:
             if error.status != 404:
                 raise
             annotations = ()
-        now = time.monotonic()
+        # Kept past the ttl for `last_known`: one small entry per namespace ever looked up.
         with self._lock:
-            # Expired entries go as new ones come: the dict stays as small as the namespaces
-            # looked up within one ttl.
-            self._looked_up = {k: v for k, v in self._looked_up.items() if now - v[0] < self.ttl}
-            self._looked_up[namespace] = (now, annotations)
+            self._looked_up[namespace] = (time.monotonic(), annotations)
         return annotations
