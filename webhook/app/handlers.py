@@ -94,9 +94,9 @@ async def mutate(request: web.Request) -> web.Response:
     namespace = text(req.get("namespace"), 253)
     settings, problem, account = await _namespace_settings(state, state.settings, namespace)
     result = admit(req, settings, namespace_error=problem)
-    if sets_service_account(result.patch) and not (
-        account or await _account_exists(state, result.namespace)
-    ):
+    if account is None and sets_service_account(result.patch):
+        account = await _account_exists(state, result.namespace)
+    if account is False and sets_service_account(result.patch):
         result = admit(req, settings, account_exists=False, namespace_error=problem)
     elapsed = time.perf_counter() - started
     state.metrics.admissions.labels(result.outcome, result.reason).inc()
@@ -136,22 +136,22 @@ async def mutate(request: web.Request) -> web.Response:
 
 async def _namespace_settings(
     state: State, settings: Settings, namespace: str
-) -> tuple[Settings, str, bool]:
+) -> tuple[Settings, str, bool | None]:
     """The settings for a Pod in `namespace`, or the global ones and why its own are unusable;
-    and True when a lookup made here found our ServiceAccount there.
+    and whether our ServiceAccount is there, when a lookup made here asked (else None).
 
     Read from the namespace watch's cache. On a miss (a namespace's first Pod, most often) its
     one bounded lookup runs beside the ServiceAccount's, so the two cost one wait.
     """
     cluster = state.cluster
     if cluster is None or not state.config.namespace_settings or not namespace:
-        return settings, "", False
+        return settings, "", None
     cache, resolve = cluster.namespaces, cluster.resolve
     if cache is None or resolve is None:
         # Never the global settings for a namespace that may name its own.
-        return settings, "they are not known yet: the cluster side has not started", False
+        return settings, "they are not known yet: the cluster side has not started", None
     annotations = cache.known(namespace)
-    account = False
+    account: bool | None = None
     if annotations is None:
         looked, account = await asyncio.gather(
             _lookup(asyncio.to_thread(cache.lookup, namespace), cache.timeout),
