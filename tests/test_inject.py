@@ -182,3 +182,28 @@ def test_a_file_that_is_not_utf8_is_one_clear_line(tmp_path: Path) -> None:
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
     assert "is not UTF-8 text (byte 31)" in result.stderr
+
+
+def test_a_template_it_cannot_read_is_left_unchanged_with_a_warning() -> None:
+    opted_in = {"mlflow-webhook.io/inject": "true"}
+    odd = [
+        {"apiVersion": "v1", "kind": "Pod", "metadata": 5, "spec": {"containers": []}},
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "names", "annotations": opted_in},
+            "spec": {"containers": [{"name": "c", "env": [{"name": ["A"]}]}]},
+        },
+        {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": "fine", "annotations": opted_in},
+            "spec": {"containers": [{"name": "c", "image": "python:3.12"}]},
+        },
+    ]
+    docs, stderr = run_inject("-f", "-", stdin=yaml.safe_dump_all(odd))
+    assert docs[:2] == odd[:2]
+    assert injected_templates(docs[2:]) == {"Pod/fine": True}
+    assert "metadata is not an object; left unchanged" in stderr
+    bad_name = "/spec/containers/0/env has an entry whose name is not a string; left unchanged"
+    assert bad_name in stderr

@@ -43,6 +43,14 @@ def opted_in(**spec: Any) -> dict[str, Any]:
         (opted_in(containers=[{**MAIN, "env": False}]), "containers[0].env is not a list"),
         (opted_in(containers=[{**MAIN, "env": {}}]), "containers[0].env is not a list"),
         (opted_in(containers=[{**MAIN, "env": [5]}]), "containers[0].env is not a list"),
+        (
+            opted_in(containers=[MAIN, {**MAIN, "name": "c", "env": [{"name": {"A": 1}}]}]),
+            "/spec/containers/1/env has an entry whose name is not a string",
+        ),
+        (
+            opted_in(initContainers=[{**MAIN, "env": [{"name": ["A"]}]}]),
+            "/spec/initContainers/0/env has an entry whose name is not a string",
+        ),
         (opted_in(containers=[{**MAIN, "volumeMounts": 1}]), "volumeMounts is not a list"),
         (opted_in(containers=[{"name": 5}]), "containers[0].name is not a string"),
         (opted_in(containers=[{"name": None}]), "containers[0].name is not a string"),

@@ -7,8 +7,9 @@ no operations at all.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from itertools import repeat
 from typing import Any
 
 import orjson
@@ -86,42 +87,42 @@ def unreadable(pod: dict[str, Any]) -> str:
             return "metadata is not an object"
         for key in ("labels", "annotations"):
             found = metadata.get(key)
-            if found is not None and not (
-                isinstance(found, dict) and all(isinstance(v, str) for v in found.values())
-            ):
+            if found is not None and not (isinstance(found, dict) and _all(found.values(), str)):
                 return f"metadata.{key} is not an object of strings"
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return "spec is not an object"
     if not isinstance(spec.get("serviceAccountName", ""), str | None):
         return "spec.serviceAccountName is not a string"
-    if not _list_of(spec.get("volumes"), _is_dict):
+    if not _list_of(spec.get("volumes"), dict):
         return "spec.volumes is not a list of objects"
     for list_name in ("initContainers", "containers"):
         containers = spec.get(list_name)
-        if not _list_of(containers, _is_dict):
+        if not _list_of(containers, dict):
             return f"spec.{list_name} is not a list of objects"
         for index, container in enumerate(containers or ()):
             if not isinstance(container.get("name"), str):
                 return f"spec.{list_name}[{index}].name is not a string"
-            if not _list_of(container.get("env"), _readable_env):
-                return f"spec.{list_name}[{index}].env is not a list of named objects"
-            if not _list_of(container.get("volumeMounts"), _is_dict):
+            # Each entry's name is checked where it is read (`_container_env`), in the same pass.
+            if not _list_of(container.get("env"), dict):
+                return f"spec.{list_name}[{index}].env is not a list of objects"
+            if not _list_of(container.get("volumeMounts"), dict):
                 return f"spec.{list_name}[{index}].volumeMounts is not a list of objects"
     return ""
 
 
-def _list_of(value: Any, test: Callable[[Any], bool]) -> bool:
-    """Absent, or a list whose every item passes `test`."""
-    return value is None or (isinstance(value, list) and all(test(item) for item in value))
+class Unreadable(ValueError):
+    """Met by `mutate` in a part of the Pod that `unreadable` leaves to it."""
 
 
-def _is_dict(value: Any) -> bool:
-    return isinstance(value, dict)
+def _list_of(value: Any, kind: type) -> bool:
+    """Absent, or a list of `kind`."""
+    return value is None or (isinstance(value, list) and _all(value, kind))
 
 
-def _readable_env(entry: Any) -> bool:
-    return isinstance(entry, dict) and isinstance(entry.get("name", ""), str)
+def _all(values: Iterable[Any], kind: type) -> bool:
+    # map() keeps the loop in C: the wide Pods' lists are read on every request.
+    return all(map(isinstance, values, repeat(kind)))
 
 
 def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True) -> Mutation:
@@ -221,7 +222,10 @@ def _container_env(
 ) -> None:
     current = container.get("env") or ()
     # A set of names is the cheap test; entries are looked up only for the few names we share.
-    names = {e.get("name") for e in current}
+    try:
+        names = {e.get("name") for e in current}
+    except TypeError:
+        raise Unreadable(f"{path}/env has an entry whose name is not a string") from None
     missing = []
     for name, value in env:
         if name not in names:

@@ -10,7 +10,7 @@ from typing import Any, Literal
 import orjson
 
 from webhook.core.echo import shown, text
-from webhook.core.mutation import mutate, unreadable
+from webhook.core.mutation import Unreadable, mutate, unreadable
 from webhook.core.optin import mapping, opt_in
 from webhook.core.settings import Settings
 
@@ -128,10 +128,7 @@ def _decide(
         return
     problem = unreadable(pod)
     if problem:
-        result.reason = "malformed"
-        result.warnings.append(
-            f"mlflow-webhook: {problem}, so nothing was injected and the Pod was admitted unchanged"
-        )
+        _malformed(problem, result)
         return
     decision = opt_in(pod.get("metadata") or {}, settings)
     result.reason = decision.verdict
@@ -146,11 +143,22 @@ def _decide(
             f"{namespace_error}; nothing was injected and the Pod was admitted unchanged"
         )
         return
-    mutation = mutate(pod, settings, account_exists)
+    try:
+        mutation = mutate(pod, settings, account_exists)
+    except Unreadable as exc:
+        _malformed(str(exc), result)
+        return
     result.patch = mutation.patch
     result.warnings += [n.warning() for n in mutation.new_notes]
     result.outcome = "injected"
     result.reason = "injected" if mutation.patch else "already-injected"
+
+
+def _malformed(problem: str, result: Admission) -> None:
+    result.reason = "malformed"
+    result.warnings.append(
+        f"mlflow-webhook: {problem}, so nothing was injected and the Pod was admitted unchanged"
+    )
 
 
 def sets_service_account(patch: list[dict[str, Any]]) -> bool:

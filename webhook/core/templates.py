@@ -7,7 +7,7 @@ from typing import Any
 
 import jsonpatch
 
-from webhook.core.mutation import mutate
+from webhook.core.mutation import Unreadable, mutate, unreadable
 from webhook.core.optin import mapping, opt_in
 from webhook.core.settings import Settings
 
@@ -43,7 +43,7 @@ def located_templates(doc: Any) -> list[Located]:
     if not isinstance(doc, dict):
         return []
     kind = doc.get("kind")
-    name = (doc.get("metadata") or {}).get("name", "")
+    name = mapping(doc.get("metadata")).get("name", "")
     raw_spec = doc.get("spec")
     spec: dict[str, Any] = raw_spec if isinstance(raw_spec, dict) else {}
     where = f"{kind}/{name}"
@@ -57,7 +57,7 @@ def located_templates(doc: Any) -> list[Located]:
             [Located(where, "spec.template", doc, template)] if isinstance(template, dict) else []
         )
     if kind == "CronJob":
-        template = ((spec.get("jobTemplate") or {}).get("spec") or {}).get("template")
+        template = mapping(mapping(spec.get("jobTemplate")).get("spec")).get("template")
         path = "spec.jobTemplate.spec.template"
         return [Located(where, path, doc, template)] if isinstance(template, dict) else []
     # Kubeflow training jobs: PyTorchJob, TFJob, MPIJob, XGBoostJob, ... keep
@@ -101,6 +101,10 @@ def inject_documents(docs: list[Any], settings: Settings, *, everything: bool = 
         for found in located_templates(doc):
             where, template = found.where, found.template
             result.templates += 1
+            problem = unreadable(template)
+            if problem:
+                result.warnings.append(f"{where}: {problem}; left unchanged")
+                continue
             decision = opt_in(template.get("metadata") or {}, settings, default=everything)
             if decision.detail:
                 result.warnings.append(f"{where}: {decision.detail}")
@@ -109,7 +113,11 @@ def inject_documents(docs: list[Any], settings: Settings, *, everything: bool = 
                 result.warnings.append(f"{where}: {hint}")
             if not decision.inject:
                 continue
-            mutation = mutate(template, settings)
+            try:
+                mutation = mutate(template, settings)
+            except Unreadable as exc:
+                result.warnings.append(f"{where}: {exc}; left unchanged")
+                continue
             jsonpatch.apply_patch(template, mutation.patch, in_place=True)
             result.injected += 1
             result.warnings += [f"{where}: {n.target}: {n.reason}" for n in mutation.new_notes]
