@@ -22,6 +22,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiohttp import web
+from aiohttp.streams import StreamReader
 from aiohttp.web_request import BaseRequest
 
 from webhook.app.answers import error, raw_error
@@ -71,7 +72,9 @@ class Connection(web.RequestHandler):
     """aiohttp's handler for one connection, which the pool can rank and close.
 
     `begin` and `end` come from the app's middleware: between them a request is being served;
-    otherwise the connection is idle, and bytes that arrive start the headers' deadline.
+    otherwise the connection is idle, and bytes that arrive start the headers' deadline. One
+    timer serves both deadlines: from `begin` it is the body's, until `arrived`, unless the body
+    came with the headers. It costs a request less than an `asyncio.timeout` around the read.
     """
 
     __slots__ = (
@@ -81,6 +84,7 @@ class Connection(web.RequestHandler):
         "loop",
         "pending",
         "pool",
+        "reading",
         "since",
         "used",
     )
@@ -100,6 +104,7 @@ class Connection(web.RequestHandler):
         self.since = loop.time()
         self.headers_timer: asyncio.TimerHandle | None = None
         self.pending: Member | None = None  # what stood for it in the pool during the handshake
+        self.reading: StreamReader | None = None  # a body still arriving, under the deadline
 
     def rank(self) -> tuple[int, float]:
         """Lowest first to close: never used, then idle, then the oldest request in flight
@@ -122,15 +127,25 @@ class Connection(web.RequestHandler):
 
     def data_received(self, data: bytes) -> None:
         if data and not self.busy and self.headers_timer is None:
-            self.headers_timer = self.loop.call_later(self.headers_timeout, self._headers_late)
+            self.headers_timer = self.loop.call_later(self.headers_timeout, self._late)
         super().data_received(data)
 
-    def begin(self) -> None:
+    def begin(self, body: StreamReader) -> None:
+        """A request's headers are in: its body has the same time again, unless it is in too."""
         self._stop_timer()
         self.used = self.busy = True
         self.since = self.loop.time()
+        if not body.is_eof():
+            self.reading = body
+            self.headers_timer = self.loop.call_later(self.headers_timeout, self._late)
+
+    def arrived(self) -> None:
+        """The body is read: its deadline is over."""
+        self._stop_timer()
+        self.reading = None
 
     def end(self) -> None:
+        self.arrived()
         self.busy = False
         self.since = self.loop.time()
 
@@ -156,16 +171,22 @@ class Connection(web.RequestHandler):
         return response
 
     def log_exception(self, *args: Any, **kwargs: Any) -> None:
-        """After an answer to a body that could not be read, aiohttp reads on to let the client
-        finish sending, meets the same error and calls it unhandled: one line is enough."""
+        """After an answer to a body that could not be read (or came too late), aiohttp reads on
+        to let the client finish sending, meets the same error and calls it unhandled: one line
+        is enough."""
         error = kwargs.get("exc_info")
-        if isinstance(error, web.RequestPayloadError | ConnectionError):
+        if isinstance(error, web.RequestPayloadError | ConnectionError | BodyLate):
             log.debug("stopped reading an unreadable body: %s", error)
             return
         super().log_exception(*args, **kwargs)
 
-    def _headers_late(self) -> None:
+    def _late(self) -> None:
         self.headers_timer = None
+        if self.reading is not None:
+            # The handler's read raises this, and it answers 408.
+            self.reading.set_exception(BodyLate(self.headers_timeout))
+            self.reading = None
+            return
         if self.busy or self.transport is None:
             return
         log.info("closed a connection whose request headers did not arrive in time")
@@ -177,6 +198,13 @@ class Connection(web.RequestHandler):
         if self.headers_timer is not None:
             self.headers_timer.cancel()
             self.headers_timer = None
+
+
+class BodyLate(Exception):
+    """A request's body did not arrive within the deadline."""
+
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"body did not arrive within {seconds:g} s")
 
 
 class Pending:

@@ -16,7 +16,7 @@ from webhook.app.answers import JSON_HEADERS, error
 from webhook.app.answers import json as _json
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
-from webhook.app.connections import Connection, Pool
+from webhook.app.connections import BodyLate, Connection, Pool
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
 from webhook.core.echo import clip, text
@@ -65,14 +65,13 @@ async def mutate(request: web.Request) -> web.Response:
     if (request.content_length or 0) > limit:
         # Refused on the header alone: no waiting for a body that may never come.
         return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
-    deadline = state.config.read_timeout_seconds
     try:
-        async with asyncio.timeout(deadline):  # no task of its own, unlike wait_for on 3.11
-            body = await request.read()
+        # Under the connection's deadline (`Connection.begin`), which ends the read with BodyLate.
+        body = await request.read()
     except web.HTTPRequestEntityTooLarge:
         return _invalid(state, 413, f"body is larger than {limit} bytes", close=True)
-    except TimeoutError:
-        return _invalid(state, 408, f"body did not arrive within {deadline:g} s", close=True)
+    except BodyLate as exc:
+        return _invalid(state, 408, str(exc), close=True)
     except (HttpProcessingError, web.RequestPayloadError) as exc:
         # A body aiohttp could not decode, such as gzip that is not gzip.
         cause = exc.__cause__ if isinstance(exc.__cause__, HttpProcessingError) else exc
@@ -239,7 +238,7 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     state.idle.clear()
     connection = request.protocol
     if isinstance(connection, Connection):
-        connection.begin()
+        connection.begin(request.content)
     try:
         response: web.StreamResponse = await handler(request)
         return response
