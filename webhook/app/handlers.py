@@ -230,23 +230,48 @@ async def metrics(request: web.Request) -> web.Response:
 
 @web.middleware
 async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Count requests in flight, from their headers on, so shutdown can wait for bodies still
-    arriving; and give every answer a JSON body, unknown paths and methods too, never a bare 500.
+    """Count requests in flight, from their headers until their answer is written, so shutdown
+    can wait for bodies still arriving and for answers still leaving; and give every answer a
+    JSON body, unknown paths and methods too, never a bare 500.
     """
     state = request.app[STATE]
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        # Read before shutdown closed its connection: no answer could reach the client, so no
+        # decision is made (or logged) for it; the API server sends it again.
+        log.info("not served, its connection is closed: %s %s", request.method, clip(request.path))
+        return error(503, "the connection is closed")
     state.in_flight += 1
     state.idle.clear()
     connection = request.protocol
     if isinstance(connection, Connection):
         connection.begin(request.content)
     try:
-        response: web.StreamResponse = await handler(request)
+        response = await _answer(request, handler)
+        # Written here rather than by aiohttp after us (it skips a response already sent), so
+        # that shutdown, which closes what is left once nothing is in flight, cannot cut it off.
+        await response.prepare(request)
+        await response.write_eof()
         return response
     except ConnectionError as exc:
         # The client went away, mid-body most often: nothing of ours broke, and the answer
         # below has no one to go to (aiohttp drops it quietly).
         log.info("client disconnected: %s %s (%s)", request.method, clip(request.path), exc)
         return error(400, "client disconnected")
+    finally:
+        if isinstance(connection, Connection):
+            connection.end()
+        state.in_flight -= 1
+        if state.in_flight == 0:
+            state.idle.set()
+
+
+async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
+    try:
+        response: web.StreamResponse = await handler(request)
+        return response
+    except ConnectionError:
+        raise
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
@@ -257,9 +282,3 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     except Exception:
         log.exception("unexpected error serving %s %s", request.method, request.path)
         return error(500, "internal error")
-    finally:
-        if isinstance(connection, Connection):
-            connection.end()
-        state.in_flight -= 1
-        if state.in_flight == 0:
-            state.idle.set()

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
+import math
 import os
 import threading
 import time
@@ -16,9 +16,27 @@ from webhook.core.echo import shown
 _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
 
+_second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+
+
+def _time(created: float) -> str:
+    """ISO 8601 in UTC, to the millisecond; the second's text is made once a second."""
+    global _second
+    # Rounded to the microsecond as datetime.fromtimestamp rounds, then cut to the millisecond.
+    fraction, whole = math.modf(created)
+    micro = round(fraction * 1e6)
+    if micro >= 1_000_000:
+        whole, micro = whole + 1, micro - 1_000_000
+    second, text = _second
+    if whole != second:
+        text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
+        _second = (int(whole), text)
+    return f"{text}.{micro // 1000:03d}+00:00"
+
+
 def _entry(created: float, level: int, logger: str, msg: str) -> dict[str, Any]:
     return {
-        "time": dt.datetime.fromtimestamp(created, dt.UTC).isoformat(timespec="milliseconds"),
+        "time": _time(created),
         "level": logging.getLevelName(level).lower(),
         "logger": logger,
         "msg": msg,
@@ -26,22 +44,26 @@ def _entry(created: float, level: int, logger: str, msg: str) -> dict[str, Any]:
 
 
 class JsonHandler(logging.Handler):
-    """Writes entries as JSON lines to a file descriptor.
+    """Writes entries as JSON lines to a file descriptor, info lines from a thread of its own.
 
-    Info lines are gathered and written together at least every `flush_seconds`: a write a
-    request cost the server measurably under load, as Envoy's buffered access logs avoid too.
-    Warnings and errors are written at once, with whatever is gathered before them, and the
-    buffer is flushed at exit (logging.shutdown); a SIGKILL loses at most `flush_seconds` of it.
+    The caller (the event loop, for the decision log) serialises a line and appends it to a
+    list: no lock, no system call. A writer thread takes the list and writes it at least every
+    `flush_seconds`, so a slow stderr never holds up a request, and the loop never waits on a
+    lock held across a write. Warnings and errors are written at once, in the caller, with the
+    lines gathered before them. `flush` (logging.shutdown at exit, after SIGTERM too) writes
+    whatever is left; a SIGKILL loses at most `flush_seconds` of info lines.
     """
 
-    def __init__(self, fd: int = 2, flush_seconds: float = 0.2, max_bytes: int = 64 * 1024) -> None:
+    def __init__(self, fd: int = 2, flush_seconds: float = 0.2) -> None:
         super().__init__()
-        self.fd, self.max_bytes = fd, max_bytes
-        self._buffer = bytearray()
-        self._flusher = threading.Thread(
-            target=self._flush_every, args=(flush_seconds,), daemon=True
+        self.fd = fd
+        self._lines: list[bytes] = []
+        # One writer at a time, so lines leave in the order they were taken.
+        self._writing = threading.Lock()
+        self._writer = threading.Thread(
+            target=self._write_every, args=(flush_seconds,), name="log-writer", daemon=True
         )
-        self._flusher.start()
+        self._writer.start()
 
     def write(self, entry: dict[str, Any], urgent: bool = False) -> None:
         try:
@@ -51,22 +73,20 @@ class JsonHandler(logging.Handler):
             # with each value that is not a string described instead.
             flat = {str(k): v if isinstance(v, str) else shown(v) for k, v in entry.items()}
             line = orjson.dumps(flat, option=orjson.OPT_APPEND_NEWLINE)
-        with self.lock:  # type: ignore[union-attr]
-            self._buffer += line
-            if urgent or len(self._buffer) >= self.max_bytes:
-                self._write_out()
+        self._lines.append(line)  # atomic: the writer swaps the list, never edits it
+        if urgent:
+            self.flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
-            self._write_out()
+        with self._writing:
+            # The swap is atomic too: a line appended meanwhile is in one list or the other.
+            lines, self._lines = self._lines, []
+            if lines:
+                data = memoryview(b"".join(lines))
+                while data:
+                    data = data[os.write(self.fd, data) :]
 
-    def _write_out(self) -> None:
-        data = memoryview(bytes(self._buffer))
-        self._buffer.clear()
-        while data:
-            data = data[os.write(self.fd, data) :]
-
-    def _flush_every(self, seconds: float) -> None:
+    def _write_every(self, seconds: float) -> None:
         while True:
             time.sleep(seconds)
             try:
