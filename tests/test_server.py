@@ -188,3 +188,23 @@ def test_decisions_are_logged_with_identity(webhook: WebhookProcess) -> None:
     assert entry["pod"] == "serve-59c6f5d9b4-"
     assert entry["outcome"] == "injected"
     assert entry["patch_ops"] > 0
+
+
+async def test_the_event_loops_lag_is_measured_all_the_time(webhook: WebhookProcess) -> None:
+    def sample(text: str, name: str) -> float:
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
+
+    async def scrape() -> str:
+        url, context = webhook.url + "/metrics", webhook.client_context()
+        async with aiohttp.ClientSession() as session, session.get(url, ssl=context) as r:
+            return await r.text()
+
+    before = await scrape()
+    await asyncio.sleep(1.0)
+    after = await scrape()
+    count = "mlflow_webhook_event_loop_lag_seconds_count "
+    assert (
+        sample(after, count) - sample(before, count) >= 3
+    )  # one a 0.1 s, with room for a slow host
+    worst = sample(after, "mlflow_webhook_event_loop_lag_max_seconds ")
+    assert 0 <= worst <= sample(after, "mlflow_webhook_event_loop_lag_seconds_sum ")

@@ -88,7 +88,7 @@ async def mutate(request: web.Request) -> web.Response:
     if state.settings is None:
         # Readiness keeps the API server away until startup is done; answer safely regardless.
         warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
-        state.metrics.admissions.labels("error", "not-ready").inc()
+        state.metrics.admitted("error", "not-ready")
         return _json(respond(req["uid"], [], [warning]))
     namespace = text(req.get("namespace"), 253)
     settings, problem, account = await _namespace_settings(state, state.settings, namespace)
@@ -98,7 +98,7 @@ async def mutate(request: web.Request) -> web.Response:
     if account is False and sets_service_account(result.patch):
         result = admit(req, settings, account_exists=False, namespace_error=problem)
     elapsed = time.perf_counter() - started
-    state.metrics.admissions.labels(result.outcome, result.reason).inc()
+    state.metrics.admitted(result.outcome, result.reason)
     state.metrics.latency.observe(elapsed)
     # Fields from the request are clipped: a log line must not grow with what a client sends.
     fields: dict[str, Any] = {
@@ -205,7 +205,7 @@ async def _account_exists(state: State, namespace: str) -> bool:
 
 def _invalid(state: State, status: int, message: str, *, close: bool = False) -> web.Response:
     """`close`: the body was not read to its end, so the connection cannot carry another request."""
-    state.metrics.admissions.labels("invalid", str(status)).inc()
+    state.metrics.admitted("invalid", str(status))
     log.warning("rejected request: %s", message, extra={"status": status})
     response = error(status, message)
     if close:

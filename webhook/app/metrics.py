@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from typing import Any
 
 from prometheus_client import (
     CollectorRegistry,
@@ -59,12 +60,27 @@ class Metrics:
             ["namespace"],
             registry=self.registry,
         )
+        self.loop_lag = Histogram(
+            "mlflow_webhook_event_loop_lag_seconds",
+            "How late the event loop ran a timer due every 0.1 s: how long requests waited "
+            "behind other work.",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0),
+            registry=self.registry,
+        )
+        self.loop_lag_max = Gauge(
+            "mlflow_webhook_event_loop_lag_max_seconds",
+            "The event loop's longest lag since the process started.",
+            registry=self.registry,
+        )
         self.evictions = Counter(
             "mlflow_webhook_connections_evicted",
             "Idle connections closed to make room at the --max-connections bound.",
             registry=self.registry,
         )
 
+        # One child a label pair, found once: labels() validates and locks on every call.
+        self._admitted: dict[tuple[str, str], Any] = {}
+        self._lag_max = 0.0
         self._cluster_metrics()
         self._bootstrap_metrics()
 
@@ -131,6 +147,18 @@ class Metrics:
             "When the AWS bootstrap last succeeded, as a Unix time (0: not yet).",
             registry=self.registry,
         )
+
+    def admitted(self, outcome: str, reason: str) -> None:
+        child = self._admitted.get((outcome, reason))
+        if child is None:
+            child = self._admitted[outcome, reason] = self.admissions.labels(outcome, reason)
+        child.inc()
+
+    def loop_late(self, seconds: float) -> None:
+        self.loop_lag.observe(seconds)
+        if seconds > self._lag_max:
+            self._lag_max = seconds
+            self.loop_lag_max.set(seconds)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -27,6 +27,7 @@ log = logging.getLogger("webhook.server")
 TLS = web.AppKey("tls", ReloadingContext)
 # After the drain, what is left is closed; aiohttp then waits at most this long for handlers.
 CLOSE_SECONDS = 2.0
+LAG_INTERVAL = 0.1
 
 
 def create_app(config: ServeConfig) -> web.Application:
@@ -46,7 +47,24 @@ def create_app(config: ServeConfig) -> web.Application:
     app.router.add_get("/readyz", handlers.readyz)
     app.router.add_get("/metrics", handlers.metrics)
     app.cleanup_ctx.append(_certificates)
+    app.cleanup_ctx.append(_loop_lag)
     return app
+
+
+async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+    """Measure how late the loop runs a timer: the wait every request has behind other work."""
+    metrics = app[STATE].metrics
+    loop = asyncio.get_running_loop()
+
+    async def watch() -> None:
+        while True:
+            due = loop.time() + LAG_INTERVAL
+            await asyncio.sleep(LAG_INTERVAL)
+            metrics.loop_late(max(0.0, loop.time() - due))
+
+    task = asyncio.create_task(watch())
+    yield
+    task.cancel()
 
 
 def _ensure_certs(config: ServeConfig) -> None:
