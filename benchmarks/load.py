@@ -80,6 +80,19 @@ class Server:
             )
         )
 
+    def loop_lag_max(self, cert_dir: Path) -> float | None:
+        """The event loop's longest lag so far, from the server's own metrics (None: no metric)."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
+        url = f"https://localhost:{self.port}/metrics"
+        try:
+            text = urllib.request.urlopen(url, context=context).read().decode()
+        except urllib.error.HTTPError:
+            return None  # the floor has no metrics
+        name = "mlflow_webhook_event_loop_lag_max_seconds "
+        return next(float(line.split()[1]) for line in text.splitlines() if line.startswith(name))
+
     def cpu_seconds(self) -> float:
         """User and system CPU the server has used: steadier than throughput on a noisy host."""
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -179,14 +192,16 @@ def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> No
                 before = server.cpu_seconds()
                 result = wrk(server.port, files, seconds=args.seconds, connections=args.connections)
                 result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
+                result["lag_max"] = server.loop_lag_max(work)
             finally:
                 server.stop()
             runs[kind].append(result)
             errors = result["errors"] + result["non2xx"]
+            lag = result["lag_max"]
             print(
                 f"  {kind:5}  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
                 f"p99 {result['p99_us'] / 1000:6.2f} ms  {result['cpu_us']:6.1f} CPU us/req  "
-                f"errors {errors}"
+                f"errors {errors}" + ("" if lag is None else f"  loop lag max {lag * 1000:.1f} ms")
             )
 
     def median(kind: str, key: str) -> float:
@@ -204,6 +219,14 @@ def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> No
         f"\nthroughput ratio {ours}/{base}: {statistics.median(ratios):.3f} "
         f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})"
     )
+    tails = [o["p99_us"] / f["p99_us"] for o, f in zip(runs[ours], runs[base], strict=True)]
+    print(
+        f"p99 ratio {ours}/{base}: {median(ours, 'p99_us') / median(base, 'p99_us'):.2f} "
+        f"(per round: {', '.join(f'{r:.2f}' for r in tails)})"
+    )
+    lags = [r["lag_max"] * 1000 for r in runs[ours] if r["lag_max"] is not None]
+    if lags:
+        print(f"{ours}'s longest event-loop lag a round: {', '.join(f'{x:.1f}' for x in lags)} ms")
     cpu = [f["cpu_us"] / o["cpu_us"] for o, f in zip(runs[ours], runs[base], strict=True)]
     print(
         f"CPU per request ratio {base}/{ours}: {statistics.median(cpu):.3f} "

@@ -247,7 +247,13 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
     if isinstance(connection, Connection):
         connection.begin(request.content)
     try:
-        response = await _answer(request, handler)
+        try:
+            response: web.StreamResponse = await handler(request)
+        except (ConnectionError, web.HTTPException):
+            raise
+        except Exception:
+            log.exception("unexpected error serving %s %s", request.method, request.path)
+            response = error(500, "internal error")
         # Written here rather than by aiohttp after us (it skips a response already sent), so
         # that shutdown, which closes what is left once nothing is in flight, cannot cut it off.
         await response.prepare(request)
@@ -258,27 +264,15 @@ async def guard(request: web.Request, handler: Any) -> web.StreamResponse:
         # below has no one to go to (aiohttp drops it quietly).
         log.info("client disconnected: %s %s (%s)", request.method, clip(request.path), exc)
         return error(400, "client disconnected")
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        answer = error(exc.status, exc.reason)
+        answer.headers.update({k: v for k, v in exc.headers.items() if k == "Allow"})
+        return answer
     finally:
         if isinstance(connection, Connection):
             connection.end()
         state.in_flight -= 1
         if state.in_flight == 0:
             state.idle.set()
-
-
-async def _answer(request: web.Request, handler: Any) -> web.StreamResponse:
-    try:
-        response: web.StreamResponse = await handler(request)
-        return response
-    except ConnectionError:
-        raise
-    except web.HTTPException as exc:
-        if exc.status < 400:
-            raise
-        headers = {k: v for k, v in exc.headers.items() if k == "Allow"}
-        response = error(exc.status, exc.reason)
-        response.headers.update(headers)
-        return response
-    except Exception:
-        log.exception("unexpected error serving %s %s", request.method, request.path)
-        return error(500, "internal error")

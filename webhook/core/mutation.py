@@ -253,7 +253,8 @@ def _extend(patch: list[Op], parent: dict[str, Any], path: str, key: str, items:
     if parent.get(key) is None:
         patch.append({"op": "add", "path": f"{path}/{key}", "value": items})
         return
-    patch.extend({"op": "add", "path": f"{path}/{key}/-", "value": item} for item in items)
+    end = f"{path}/{key}/-"
+    patch += [{"op": "add", "path": end, "value": item} for item in items]
 
 
 def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import base64
+import binascii
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -169,7 +169,7 @@ def respond(uid: str, patch: list[dict[str, Any]], warnings: list[str]) -> dict[
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
-        response["patch"] = base64.b64encode(orjson.dumps(patch)).decode()
+        response["patch"] = binascii.b2a_base64(orjson.dumps(patch), newline=False).decode()
     if warnings:
         response["warnings"] = warnings
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}
