@@ -14,7 +14,8 @@ from typing import Any
 
 import orjson
 
-from webhook.core.echo import clip
+from webhook.core.echo import clip, shown
+from webhook.core.optin import mapping
 from webhook.core.settings import (
     TOKEN_AUDIENCE,
     TOKEN_DIR,
@@ -26,6 +27,7 @@ from webhook.core.settings import (
 
 Op = dict[str, Any]
 DEFAULT_SERVICE_ACCOUNTS = ("", "default")
+IDENTITY_FILE_VAR = "AWS_WEB_IDENTITY_TOKEN_FILE"
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ def wanted_env(settings: Settings, experiment: str | None) -> list[tuple[str, st
         env += [("AWS_REGION", settings.tracking.region)]
         env += [("AWS_DEFAULT_REGION", settings.tracking.region)]
     if settings.credentials == "irsa" and settings.role_arn:
-        env += [("AWS_ROLE_ARN", settings.role_arn), ("AWS_WEB_IDENTITY_TOKEN_FILE", TOKEN_FILE)]
+        env += [("AWS_ROLE_ARN", settings.role_arn), (IDENTITY_FILE_VAR, TOKEN_FILE)]
     if experiment:
         env += [("MLFLOW_EXPERIMENT_NAME", experiment)]
     return env
@@ -141,14 +143,20 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
     env = wanted_env(settings, experiment)
     irsa = settings.credentials == "irsa"
     wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
+    token_name = _token_name(spec) if irsa else ""
     mounted = False
     for list_name, kind in (("initContainers", "initContainer"), ("containers", "container")):
         for index, container in enumerate(spec.get(list_name) or ()):
             name = container.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            path = f"/spec/{list_name}/{index}"
-            _container_env(container, path, f"{kind}/{name}", env, out)
+            path, target = f"/spec/{list_name}/{index}", f"{kind}/{name}"
+            own = env
+            if irsa:
+                token = _token_file(container, token_name, target, out)
+                if token != TOKEN_FILE:
+                    own = [(k, token if k == IDENTITY_FILE_VAR else v) for k, v in env]
+            _container_env(container, path, target, own, out)
             if irsa:
                 mounted |= _container_mount(container, path, out)
             out.injected.append(name)
@@ -235,6 +243,39 @@ def _container_env(
         if have.get("value") != value or "valueFrom" in have:
             out.notes.append(Note(target, f"kept its own {name}"))
     _extend(out.patch, container, path, "env", missing)
+
+
+def _token_file(container: dict[str, Any], name: str, target: str, out: Mutation) -> str:
+    """Where this container finds the web identity token, `name` in the token volume: at our
+    mount, or where it mounts that volume itself (the Pod's own, or the EKS webhook's)."""
+    other = None
+    for mount in container.get("volumeMounts") or ():
+        where = mount.get("mountPath")
+        if not isinstance(where, str):
+            continue
+        if mount.get("name") == TOKEN_VOLUME:
+            # With a subPath, the mount is the token file itself.
+            return where if mount.get("subPath") else f"{where.rstrip('/')}/{name}"
+        if where.rstrip("/") == TOKEN_DIR:
+            other = mount.get("name")
+    if other is not None:
+        reason = (
+            f"{TOKEN_DIR} holds its volume {shown(other)}, not the web identity token, so "
+            f"{IDENTITY_FILE_VAR} names a file of that volume"
+        )
+        out.notes.append(Note(target, reason))
+    return f"{TOKEN_DIR}/{name}"
+
+
+def _token_name(spec: dict[str, Any]) -> str:
+    """The token's file name in the Pod's token volume, when it has one; ours says `token`."""
+    for volume in spec.get("volumes") or ():
+        if volume.get("name") == TOKEN_VOLUME:
+            for source in mapping(volume.get("projected")).get("sources") or ():
+                token = mapping(mapping(source).get("serviceAccountToken")).get("path")
+                if isinstance(token, str) and token:
+                    return token
+    return "token"
 
 
 def _container_mount(container: dict[str, Any], path: str, out: Mutation) -> bool:
