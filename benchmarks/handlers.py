@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import sys
 import time
@@ -23,17 +24,18 @@ from benchmarks import bodies
 from tests.support import settings
 from webhook.app import handlers
 from webhook.app.config import ServeConfig
-from webhook.app.logs import configure
+from webhook.app.logs import JsonHandler, configure
 
 sys.path.insert(0, str(Path(__file__).parent))
 import floor  # a script beside this one, not a package module
 
 
 class Request:
-    """What both handlers use of a request: its app and its body."""
+    """What both handlers use of a request: its app, its body and the body's length."""
 
     def __init__(self, app: web.Application, raw: bytes) -> None:
         self.app, self.raw = app, raw
+        self.content_length = len(raw)
 
     async def read(self) -> bytes:
         return self.raw
@@ -50,7 +52,9 @@ async def per_call(
 
 async def main() -> None:
     configure("info")
-    os.dup2(os.open(os.devnull, os.O_WRONLY), 2)  # the decision log is written, to nowhere
+    [log] = logging.getLogger().handlers
+    assert isinstance(log, JsonHandler)
+    log.fd = os.open(os.devnull, os.O_WRONLY)  # the decision log is written, to nowhere
     app = web.Application()
     app[handlers.STATE] = handlers.State(ServeConfig(settings=settings()), settings=settings())
     for name, build in bodies.MIX.items():
