@@ -95,6 +95,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         _SETTINGS,
     ),
     "watches": (
+        "tests/test_kube_mutants.py",  # in-process: what no control-plane test reaches
         _GONE,
         _WATCHES,
         _CLUSTER + "test_a_dropped_watch_resumes_from_its_resource_version",
