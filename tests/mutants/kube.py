@@ -15,8 +15,9 @@ another process. This runner uses mutmut only to write the mutants, and does the
 3. For each mutant, pytest runs in the work folder with `MUTANT_UNDER_TEST` set. The tests start
    `python -m webhook serve` with the environment and working directory they have, so every
    `serve` loads the work folder's `webhook` (it is the working directory and first on
-   `PYTHONPATH`, ahead of the editable install's finder) and runs that mutant. No test imports
-   `webhook.kube` in its own process: a failure is the subprocess's doing.
+   `PYTHONPATH`, ahead of the editable install's finder) and runs that mutant. Only
+   `tests/test_kube_mutants.py` imports `webhook.kube` in the pytest process (from the work
+   folder too); for every other test a failure is the subprocess's doing.
 4. The same selection runs first with no mutant (it must pass) and with `MUTANT_UNDER_TEST=fail`,
    which makes every mutated function raise (it must fail): the check that `serve` picked up the
    mutated tree.
