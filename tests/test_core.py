@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 
 from tests.support import apply, review_for, settings
-from webhook.core import policies, reviews
+from webhook.core import accounts, policies, reviews
 from webhook.core.mutation import mutate
 from webhook.core.optin import opt_in
 from webhook.core.reviews import admit, parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
+ROLE_KEY = accounts.ROLE_ANNOTATION
 OPTED_IN = {"name": "trainer", "annotations": {"mlflow-webhook.io/inject": "true"}}
 MAIN = {"name": "main", "image": "python:3.12"}
 
@@ -380,3 +381,42 @@ def test_the_response_on_the_wire() -> None:
     assert inner["warnings"] == result.warnings and result.warnings
     untouched = decide({"metadata": {"name": "p"}, "spec": {"containers": [MAIN]}}).response
     assert untouched["response"] == {"uid": untouched["response"]["uid"], "allowed": True}
+
+
+@pytest.mark.parametrize(
+    ("labels", "have", "role", "patch", "why"),
+    [
+        (
+            {"app.kubernetes.io/managed-by": "mlflow-webhook"},
+            "arn:r",
+            "",
+            {"metadata": {"annotations": {ROLE_KEY: None}}},
+            "role annotation removed",
+        ),
+        ({"app.kubernetes.io/managed-by": "mlflow-webhook"}, None, "", None, "ok"),
+        (
+            {},
+            "arn:theirs",
+            "",
+            None,
+            "left alone: not managed by mlflow-webhook, and its role annotation names arn:theirs",
+        ),
+        ({"app.kubernetes.io/managed-by": "mlflow-webhook"}, "arn:r", None, None, "ok"),
+        (
+            {"app.kubernetes.io/managed-by": "mlflow-webhook"},
+            "arn:old",
+            "arn:new",
+            {"metadata": {"annotations": {ROLE_KEY: "arn:new"}}},
+            "role annotation set",
+        ),
+    ],
+    ids=["ours-withdrawn", "ours-had-none", "theirs-kept", "no-opinion", "ours-set"],
+)
+def test_a_service_accounts_role_is_set_withdrawn_or_left(
+    labels: dict[str, str], have: str | None, role: str | None, patch: Any, why: str
+) -> None:
+    annotations = {} if have is None else {ROLE_KEY: have}
+    current = {
+        "metadata": {"name": "sagemaker-mlflow-sa", "labels": labels, "annotations": annotations}
+    }
+    assert accounts.repair(current, role) == (patch, why)

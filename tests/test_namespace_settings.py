@@ -159,6 +159,11 @@ def test_namespace_in_error_gets_pods_admitted_bare_warned_and_counted(cluster: 
         entry.get("level") == "error" and entry.get("namespace") == no_role
         for entry in list(server.logs)
     )
+    # A namespace that goes wrong: its ServiceAccount loses its role, and gets no other.
+    went_wrong = team(cluster, "went-wrong", TEAM_A)
+    eventually(lambda: role_of(cluster, went_wrong) == TEAM_A[ROLE], timeout=30, what="its role")
+    team(cluster, went_wrong, {URI: TEAM_B[URI]})
+    eventually(lambda: role_of(cluster, went_wrong) is None, timeout=30, what="no role at all")
     # Left bare on purpose, and said so: not counted as missed by the webhook.
     time.sleep(3)
     assert not [e for e in list(server.logs) if e.get("msg") == "Pod missed by the webhook"]

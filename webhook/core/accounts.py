@@ -25,12 +25,18 @@ def repair(current: dict[str, Any], role_arn: str | None) -> tuple[dict[str, Any
 
     One we manage gets its role annotation set right. One a person made keeps everything;
     it only gains the role annotation when it has none, since without it IRSA cannot work.
+    `role_arn` None: no opinion. Empty: it must carry no role (its namespace's own settings are
+    wrong), so ours loses the annotation rather than keep a role no one chose for it now.
     """
     metadata = current.get("metadata") or {}
     managed = (metadata.get("labels") or {}).get(MANAGED_BY) == MANAGER
     have = (metadata.get("annotations") or {}).get(ROLE_ANNOTATION)
-    if not role_arn or have == role_arn:
+    if role_arn is None or have == role_arn or (role_arn == "" and have is None):
         return None, "ok"
+    if role_arn == "":
+        if managed:
+            return {"metadata": {"annotations": {ROLE_ANNOTATION: None}}}, "role annotation removed"
+        return None, f"left alone: not managed by {MANAGER}, and its role annotation names {have}"
     if managed or have is None:
         return {"metadata": {"annotations": {ROLE_ANNOTATION: role_arn}}}, "role annotation set"
     return None, f"left alone: not managed by {MANAGER}, and its role annotation names {have}"

@@ -24,7 +24,13 @@ log = logging.getLogger("webhook.kube.reconciler")
 
 TERMINATING = "Terminating"
 # What `ensure` says, as a metric label.
-OUTCOMES = {"ok": "ok", "created": "created", "role annotation set": "repaired"}
+OUTCOMES = {
+    "ok": "ok",
+    "created": "created",
+    "role annotation set": "repaired",
+    "role annotation removed": "repaired",
+}
+REPAIRED = ("created", "role annotation set", "role annotation removed")
 
 
 @dataclass(frozen=True)
@@ -96,12 +102,18 @@ class NamespaceReconciler:
         """The role its ServiceAccount should carry: its own, or the global one.
 
         None for a namespace this watch does not hold yet: the account watch's first list may
-        come before this one's, and must not put the global role on a team's account.
+        come before this one's, and must not put the global role on a team's account. Empty
+        for one whose own settings are wrong: its account carries no role, never the global one.
         """
         if self.resolve is None:
             return self.role_arn
         annotations = self.annotations(namespace)
-        return None if annotations is None else self.resolve(annotations).role_arn
+        if annotations is None:
+            return None
+        resolved = self.resolve(annotations)
+        if resolved.error and self.role_arn is not None:
+            return ""
+        return resolved.role_arn
 
     def keep(self, obj: dict[str, Any]) -> NamespaceState:
         phase = str((obj.get("status") or {}).get("phase") or "Active")
@@ -193,12 +205,12 @@ class AccountReconciler:
             if not self.namespaces.opted_in(namespace):
                 return  # the namespace left, or is being deleted: nothing to put back
             what, why = "recreated", "deleted"
-        elif role and new != role:
+        elif role is not None and new != role:
             what, why = "role-annotation", f"role annotation was {new or 'removed'}"
         else:
             return
         done = self.namespaces.reconcile(namespace)
-        if done in ("created", "role annotation set"):
+        if done in REPAIRED:
             self.telemetry.account_repaired(what)
             log.warning(
                 "repaired a managed ServiceAccount changed by hand",
