@@ -215,6 +215,10 @@ class Watch(Generic[T]):
         )
         self._response = response
         try:
+            if self._stop.is_set():
+                # Asked to stop while the watch was opening, before it could be cut: the flag is
+                # set before the response is read in signal_stop, so one of the two sees the other.
+                return
             for event in self._events(response):
                 if self._stop.is_set():
                     break
