@@ -81,4 +81,4 @@ def test_a_stop_while_the_watch_opens_ends_it_at_once() -> None:
     started = time.monotonic()
     stopping.join(30)
     assert not stopping.is_alive()
-    assert time.monotonic() - started < 5  # not the stream's 120 s, nor the join's 65 s
+    assert time.monotonic() - started < 20  # not the stream's 120 s, nor the join's 65 s
