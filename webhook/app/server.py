@@ -52,15 +52,17 @@ def create_app(config: ServeConfig) -> web.Application:
 
 
 async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
-    """Measure how late the loop runs a timer: the wait every request has behind other work."""
-    metrics = app[STATE].metrics
+    """Measure how late the loop runs a timer: the wait every request has behind other work.
+    Only once ready: startup's own pauses (the collection before gc.freeze) hold no request."""
+    state = app[STATE]
     loop = asyncio.get_running_loop()
 
     async def watch() -> None:
         while True:
             due = loop.time() + LAG_INTERVAL
             await asyncio.sleep(LAG_INTERVAL)
-            metrics.loop_late(max(0.0, loop.time() - due))
+            if state.ready:
+                state.metrics.loop_late(max(0.0, loop.time() - due))
 
     task = asyncio.create_task(watch())
     yield
