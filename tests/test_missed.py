@@ -315,6 +315,26 @@ def test_only_the_leader_writes_and_a_new_leader_repeats_nothing(
             second.stop()
 
 
+def test_audit_leaves_out_a_namespace_whose_own_settings_are_wrong_and_says_so(
+    control_plane: ControlPlane,
+) -> None:
+    plane = control_plane
+    uri = "arn:aws:sagemaker:eu-west-1:444455556666:mlflow-tracking-server/team-x"
+    # A tracking URI of its own but no role: wrong under irsa, as serve sees it.
+    plane.label_namespace("team-x", **{"mlflow-webhook.io/tracking-uri": uri})
+    pod(plane, "team-x", "bare")  # no webhook answers: admitted as it came
+    done = audit(plane, "--namespace", "team-x")
+    assert (done.returncode, done.stdout.strip()) == (0, "No missed Pods."), done.stderr
+    assert (
+        "namespace team-x's own MLflow settings are wrong, so its Pods are left bare on purpose "
+        "and not listed: mlflow-webhook.io/tracking-uri is set but mlflow-webhook.io/role-arn "
+        "is not"
+    ) in done.stderr
+    # Where no role is needed, or the namespace's own settings are not read, it is missed.
+    for args in (["--credentials", "none"], ["--namespace-settings", "off"]):
+        assert listed(plane, "--namespace", "team-x", *args) == [("team-x", "bare", "not-injected")]
+
+
 @pytest.mark.parametrize("problem", ["missing-file", "no-server", "bad-output"])
 def test_audit_that_cannot_ask_says_so_in_one_line_with_exit_2(
     problem: str, tmp_path: Path

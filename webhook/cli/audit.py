@@ -18,7 +18,7 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from webhook.cli.options import add, fail
+from webhook.cli.options import add, add_credentials_flag, add_namespace_settings_flag, fail
 from webhook.core import missed
 from webhook.kube.missed import audit
 
@@ -48,6 +48,10 @@ def add_parser(commands: Any) -> None:
         default="mlflow-webhook.io",
         help="prefix of the webhook's labels and annotations (default: %(default)s)",
     )
+    # As serve has them: a namespace whose own settings are wrong has its Pods left bare on
+    # purpose, and which are wrong depends on both.
+    add_credentials_flag(p, default="irsa")
+    add_namespace_settings_flag(p)
 
 
 def _connect(kubeconfig: str | None) -> client.ApiClient:
@@ -73,11 +77,12 @@ def _why(exc: Exception) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = missed.lookup_settings(args.prefix)
+    settings = missed.lookup_settings(args.prefix, credentials=args.credentials)
     api = _connect(args.kubeconfig)
     selector = f"{args.prefix}/inject=enabled"
+    own = args.namespace_settings == "on"
     try:
-        found = audit(api, settings, selector, args.namespace)
+        found = audit(api, settings, selector, args.namespace, namespace_settings=own)
     except client.ApiException as exc:
         fail(f"the API server refused: {exc.status} {exc.reason}")
     except (HTTPError, OSError) as exc:
@@ -98,6 +103,12 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     else:
         _table(rows)
+    for name, problem in sorted(found.in_error.items()):
+        print(
+            f"mlflow-webhook: namespace {name}'s own MLflow settings are wrong, so its Pods are "
+            f"left bare on purpose and not listed: {problem}",
+            file=sys.stderr,
+        )
     print(
         f"mlflow-webhook: {len(rows)} missed of {found.pods} Pods not finished",
         file=sys.stderr,

@@ -432,6 +432,10 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
         default=300.0,
         help="how often the leader lists opted-in namespaces again, beside the watch",
     )
+    add_namespace_settings_flag(parser)
+
+
+def add_namespace_settings_flag(parser: argparse.ArgumentParser) -> None:
     add(
         parser,
         "--namespace-settings",

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import orjson
 
 from webhook.core.optin import opt_in
-from webhook.core.settings import Settings, TrackingTarget
+from webhook.core.settings import Credentials, Settings, TrackingTarget
 
 Reason = Literal["not-injected", "service-account-kept"]
 REASONS: tuple[Reason, ...] = ("not-injected", "service-account-kept")
@@ -54,10 +54,18 @@ class Finding:
     message: str
 
 
-def lookup_settings(prefix: str, service_account: str = "sagemaker-mlflow-sa") -> Settings:
-    """Settings for reading Pods only (`audit`): the keys matter, no tracking URI is needed."""
+def lookup_settings(
+    prefix: str, service_account: str = "sagemaker-mlflow-sa", credentials: str = "none"
+) -> Settings:
+    """Settings for reading Pods only (`audit`): the keys matter, no tracking URI is needed;
+    the credentials mode decides which namespaces' own settings are wrong."""
     nowhere = TrackingTarget(uri="", kind="url", region=None)
-    return Settings(tracking=nowhere, prefix=prefix, service_account=service_account)
+    return Settings(
+        tracking=nowhere,
+        prefix=prefix,
+        service_account=service_account,
+        credentials=cast(Credentials, credentials),
+    )
 
 
 def facts(metadata: dict[str, Any], settings: Settings) -> PodFacts:

@@ -15,8 +15,9 @@ from typing import Any
 
 from kubernetes import client
 
-from webhook.core import missed
+from webhook.core import missed, namespaces
 from webhook.core.missed import Finding, PodFacts
+from webhook.core.namespaces import pick
 from webhook.core.settings import Settings
 from webhook.kube.reconciler import TERMINATING, NamespaceReconciler
 from webhook.kube.watches import Key, Watch, pages
@@ -146,24 +147,39 @@ class MissedPods:
 class Audit:
     findings: list[Finding] = field(default_factory=list)
     pods: int = 0
+    # Namespaces whose own settings are wrong, and why: their Pods are bare on purpose.
+    in_error: dict[str, str] = field(default_factory=dict)
 
 
 def audit(
-    api: client.ApiClient, settings: Settings, selector: str, namespace: str | None = None
+    api: client.ApiClient,
+    settings: Settings,
+    selector: str,
+    namespace: str | None = None,
+    *,
+    namespace_settings: bool = True,
 ) -> Audit:
     """Every missed Pod, listed once (reads only): what the leader's watch finds, for a person."""
     core = client.CoreV1Api(api)
     only = f"metadata.name={namespace}" if namespace else None
     opted: set[str] = set()
+    result = Audit()
     for body in pages(core.list_namespace, label_selector=selector, field_selector=only):
         for item in body.get("items") or ():
-            if (item.get("status") or {}).get("phase") != TERMINATING:
-                opted.add(item["metadata"]["name"])
+            if (item.get("status") or {}).get("phase") == TERMINATING:
+                continue
+            name, annotations = item["metadata"]["name"], item["metadata"].get("annotations")
+            problem = ""
+            if namespace_settings:
+                problem = namespaces.resolve(pick(annotations, settings.prefix), settings).error
+            if problem:
+                result.in_error[name] = problem
+            else:
+                opted.add(name)
     if namespace:
         lister: Any = lambda **kw: core.list_namespaced_pod(namespace, **kw)  # noqa: E731
     else:
         lister = core.list_pod_for_all_namespaces
-    result = Audit()
     for body in pages(lister, metadata_only=True, field_selector=missed.ACTIVE_PODS):
         for item in body.get("items") or ():
             result.pods += 1
