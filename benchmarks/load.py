@@ -52,15 +52,16 @@ class Server:
         import ssl
 
         context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
-        deadline = time.monotonic() + 20
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
-                request = urllib.request.Request(
-                    f"https://localhost:{self.port}/mutate", data=b"{}"
-                )
-                urllib.request.urlopen(request, context=context, timeout=1)
-            except urllib.error.HTTPError:
-                return  # an answer, even a 400, means it is up
+                url = f"https://localhost:{self.port}/readyz"
+                urllib.request.urlopen(url, context=context, timeout=1)
+                return  # ready: startup's work (the cluster's first lists) is done
+            except urllib.error.HTTPError as error:
+                if error.code == 404:
+                    return  # the floor, which has no readiness to wait for
+                time.sleep(0.05)
             except OSError:
                 time.sleep(0.05)
         raise RuntimeError("server did not start")

@@ -59,9 +59,10 @@ async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
 
     async def watch() -> None:
         while True:
+            ready = state.ready
             due = loop.time() + LAG_INTERVAL
             await asyncio.sleep(LAG_INTERVAL)
-            if state.ready:
+            if ready:
                 state.metrics.loop_late(max(0.0, loop.time() - due))
 
     task = asyncio.create_task(watch())
