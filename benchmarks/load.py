@@ -166,14 +166,12 @@ def main() -> None:
         from benchmarks.tenants import Tenants
 
         with Tenants() as tenants:
-            compare(args, tenants.servers, persistent=False)
+            compare(args, tenants.servers)
         return
-    compare(args, {"floor": (), "ours": ()}, persistent=True)
+    compare(args, {"floor": (), "ours": ()})
 
 
-def compare(
-    args: argparse.Namespace, servers: dict[str, tuple[str, ...]], *, persistent: bool
-) -> None:
+def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> None:
     """Each server in turn, round by round: the first is the baseline, the second ours."""
     base, ours = servers
 
@@ -183,8 +181,8 @@ def compare(
     log = work / "servers.log"
     print(
         f"mix: {', '.join(bodies.MIX)}; {args.connections} keep-alive TLS connections; "
-        f"{args.rounds} rounds of {args.seconds:g}s each, {base} and {ours} alternating"
-        + (" (ABBA), both running throughout" if persistent else ", a fresh server each time")
+        f"{args.rounds} rounds of {args.seconds:g}s each, {base} and {ours} alternating (ABBA), "
+        "both running throughout"
     )
 
     runs: dict[str, list[dict[str, Any]]] = {base: [], ours: []}
@@ -203,29 +201,18 @@ def compare(
             f"errors {errors}" + ("" if lag is None else f"  loop lag max {lag * 1000:.1f} ms")
         )
 
-    if persistent:
-        # Both stay up; each round runs them in turn, in the order ABBA, so drift on a noisy
-        # machine falls on both alike and rounds can be short and many.
-        running = {kind: Server(kind, work, log, *servers[kind]) for kind in (base, ours)}
-        try:
-            for server in running.values():
-                wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
-            for round_ in range(args.rounds):
-                for kind in (base, ours) if round_ % 2 == 0 else (ours, base):
-                    measure(kind, running[kind])
-        finally:
-            for server in running.values():
-                server.stop()
-    else:
-        # One server at a time (the two would fight over the cluster), a fresh one a round.
-        for _ in range(args.rounds):
-            for kind in (base, ours):
-                server = Server(kind, work, log, *servers[kind])
-                try:
-                    wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
-                    measure(kind, server)
-                finally:
-                    server.stop()
+    # Both stay up; each round runs them in turn, in the order ABBA, so drift on a noisy
+    # machine falls on both alike and rounds can be short and many.
+    running = {kind: Server(kind, work, log, *servers[kind]) for kind in (base, ours)}
+    try:
+        for server in running.values():
+            wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
+        for round_ in range(args.rounds):
+            for kind in (base, ours) if round_ % 2 == 0 else (ours, base):
+                measure(kind, running[kind])
+    finally:
+        for server in running.values():
+            server.stop()
 
     def median(kind: str, key: str) -> float:
         return statistics.median(r[key] for r in runs[kind])
