@@ -26,6 +26,6 @@ def test_a_list_of_more_than_one_page_is_read_to_its_end() -> None:
     got = list(watches.pages(lister, label_selector="a=b"))
 
     assert [page["items"] for page in got] == [[{"n": 1}], [{"n": 2}]]
-    assert [call.get("_continue") for call in calls] == [None, "page-2"]
+    assert [call.get("_continue") or None for call in calls] == [None, "page-2"]
     assert {call["limit"] for call in calls} == {watches.PAGE_SIZE}
     assert {call["label_selector"] for call in calls} == {"a=b"}

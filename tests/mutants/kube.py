@@ -79,6 +79,7 @@ TESTS: dict[str, tuple[str, ...]] = {
     "election": (
         _CLUSTER + "test_one_leader_and_failover",
         _CLUSTER + "test_sigterm_releases_the_lease",
+        _CLUSTER + "test_a_missing_grant_is_named[lease-update]",  # its log line
         _WATCHES,
     ),
     "errors": (
@@ -93,6 +94,7 @@ TESTS: dict[str, tuple[str, ...]] = {
         _WATCHES,
         _CLUSTER + "test_service_accounts_follow_the_opt_in_label",
         _CLUSTER + "test_resync_repairs_what_no_watch_delivers",
+        _MISSED + "test_pod_of_a_namespace_labelled_later_is_missed_from_then",  # its listener
         _SETTINGS,
     ),
     "watches": (
