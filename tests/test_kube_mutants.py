@@ -17,7 +17,7 @@ def test_a_list_of_more_than_one_page_is_read_to_its_end() -> None:
 
     def lister(**params: Any) -> SimpleNamespace:
         calls.append(params)
-        if "_continue" not in params:
+        if not params.get("_continue"):
             body = {"metadata": {"continue": "page-2"}, "items": [{"n": 1}]}
         else:
             body = {"metadata": {"resourceVersion": "7"}, "items": [{"n": 2}]}
