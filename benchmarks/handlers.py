@@ -1,14 +1,18 @@
 """Our admission handler against the floor's, called in-process: no TLS, no sockets, no loop.
 
-    .venv/bin/python -m benchmarks.handlers
+    .venv/bin/python -m benchmarks.handlers [--compare floor|namespace-settings]
 
 Separates the handler's own work (parse, decide, patch, metrics, decision log, response) from
-what HTTP and TLS cost, which `benchmarks.load` measures together.
+what HTTP and TLS cost, which `benchmarks.load` measures together. `--compare
+namespace-settings` times our handler with a namespace's own settings against the global ones:
+the one cost they add, reading the namespace's cached annotations and resolved settings.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import functools
 import json
 import logging
 import os
@@ -16,15 +20,22 @@ import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from types import SimpleNamespace
+from typing import Any, cast
 
 from aiohttp import web
+from kubernetes import client
 
 from benchmarks import bodies
+from benchmarks.tenants import TEAM
 from tests.support import settings
 from webhook.app import handlers
+from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.logs import JsonHandler, configure
+from webhook.core import namespaces
+from webhook.kube.accounts import AccountCache
+from webhook.kube.namespaces import NamespaceCache
 
 sys.path.insert(0, str(Path(__file__).parent))
 import floor  # a script beside this one, not a package module
@@ -50,22 +61,57 @@ async def per_call(
     return (time.perf_counter() - started) / n * 1e6
 
 
+def app_for(namespace_settings: bool | None) -> web.Application:
+    """Our handler's app. With `namespace_settings` (on or off) it has the cluster side's real
+    caches, as the leader has them once its watches are synced: the ServiceAccount known, and
+    the request's namespace (team-a) carrying its own tracking URI and role."""
+    app = web.Application()
+    config = ServeConfig(settings=settings(), namespace_settings=bool(namespace_settings))
+    state = handlers.State(config, settings=settings())
+    if namespace_settings is not None:
+        cluster = SimpleNamespace(
+            accounts=AccountCache(client.ApiClient(), "sagemaker-mlflow-sa"),
+            namespaces=NamespaceCache(client.ApiClient(), "mlflow-webhook.io"),
+            resolve=functools.lru_cache(maxsize=1024)(
+                functools.partial(namespaces.resolve, base=settings())
+            ),
+        )
+        cluster.accounts.add("team-a")
+        own = namespaces.pick(TEAM, "mlflow-webhook.io")
+        cluster.namespaces.watched = lambda namespace: own if namespace == "team-a" else ()
+        state.cluster = cast(Cluster, cluster)
+    app[handlers.STATE] = state
+    return app
+
+
 async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--compare", choices=("floor", "namespace-settings"), default="floor")
+    args = parser.parse_args()
     configure("info")
     [log] = logging.getLogger().handlers
     assert isinstance(log, JsonHandler)
     log.fd = os.open(os.devnull, os.O_WRONLY)  # the decision log is written, to nowhere
-    app = web.Application()
-    app[handlers.STATE] = handlers.State(ServeConfig(settings=settings()), settings=settings())
+    if args.compare == "floor":
+        pair = {"floor": (floor.mutate, app_for(None)), "ours": (handlers.mutate, app_for(None))}
+    else:
+        pair = {"off": (handlers.mutate, app_for(False)), "on": (handlers.mutate, app_for(True))}
+    (base, (base_handler, base_app)), (ours, (our_handler, our_app)) = pair.items()
+    total = {base: 0.0, ours: 0.0}
     for name, build in bodies.MIX.items():
-        request = Request(app, json.dumps(build()).encode())
-        times = {}
-        for label, handler in (("floor", floor.mutate), ("ours", handlers.mutate)):
-            times[label] = min([await per_call(handler, request) for _ in range(7)])
+        raw = json.dumps(build()).encode()
+        runs: dict[str, list[float]] = {base: [], ours: []}
+        for _ in range(7):  # alternating, the best of each
+            runs[base].append(await per_call(base_handler, Request(base_app, raw)))
+            runs[ours].append(await per_call(our_handler, Request(our_app, raw)))
+        times = {label: min(found) for label, found in runs.items()}
+        for label in total:
+            total[label] += times[label]
         print(
-            f"{name:16} floor {times['floor']:7.1f} us  ours {times['ours']:7.1f} us  "
-            f"ours - floor {times['ours'] - times['floor']:+7.1f} us"
+            f"{name:16} {base} {times[base]:7.1f} us  {ours} {times[ours]:7.1f} us  "
+            f"{ours} - {base} {times[ours] - times[base]:+7.1f} us"
         )
+    print(f"the mix, one of each: {ours}/{base} time {total[ours] / total[base]:.3f}")
 
 
 if __name__ == "__main__":
