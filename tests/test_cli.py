@@ -41,7 +41,14 @@ OWN_FLAGS = {
         "--expires-seconds",
     },
     "certs": {"--service", "--namespace", "--out"},
-    "audit": {"--kubeconfig", "--namespace", "--output", "--prefix"},
+    "audit": {
+        "--kubeconfig",
+        "--namespace",
+        "--output",
+        "--prefix",
+        "--credentials",
+        "--namespace-settings",
+    },
     "teardown": {
         "--region",
         "--cluster-name",
