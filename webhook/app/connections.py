@@ -73,8 +73,8 @@ class Connection(web.RequestHandler):
 
     `begin` and `end` come from the app's middleware: between them a request is being served;
     otherwise the connection is idle, and bytes that arrive start the headers' deadline. One
-    timer serves both deadlines: from `begin` it is the body's, until `arrived`, unless the body
-    came with the headers. It costs a request less than an `asyncio.timeout` around the read.
+    timer serves both deadlines: from `begin` to `end` it is the body's, unless the body came
+    with the headers. It costs a request less than an `asyncio.timeout` around the read.
     """
 
     __slots__ = (
@@ -139,13 +139,9 @@ class Connection(web.RequestHandler):
             self.reading = body
             self.headers_timer = self.loop.call_later(self.headers_timeout, self._late)
 
-    def arrived(self) -> None:
-        """The body is read: its deadline is over."""
+    def end(self) -> None:
         self._stop_timer()
         self.reading = None
-
-    def end(self) -> None:
-        self.arrived()
         self.busy = False
         self.since = self.loop.time()
 
