@@ -95,15 +95,23 @@ class ControlPlane:
         }
 
     def start(self) -> None:
-        done = subprocess.run(
-            [str(SHARED_KUBE / "start")],
-            env=self._env(),
-            capture_output=True,
-            text=True,
-            timeout=180,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(f"control plane did not start:\n{done.stdout}\n{done.stderr}")
+        for attempt in range(3):
+            done = subprocess.run(
+                [str(SHARED_KUBE / "start")],
+                env=self._env(),
+                capture_output=True,
+                text=True,
+                timeout=180,
+            )
+            if done.returncode == 0:
+                break
+            # `start` picks free ports, then binds them: another process (an outgoing
+            # connection's ephemeral port, most often) can take one in between. Fresh ports.
+            if "address already in use" not in done.stdout + done.stderr or attempt == 2:
+                raise RuntimeError(f"control plane did not start:\n{done.stdout}\n{done.stderr}")
+            self.stop()
+            shutil.rmtree(self.run_dir, ignore_errors=True)
+            self.run_dir.mkdir(parents=True)
         config = yaml.safe_load(self.admin.read_text())
         self.url = config["clusters"][0]["cluster"]["server"]
 
