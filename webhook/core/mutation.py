@@ -55,15 +55,17 @@ class Mutation:
     new_notes: list[Note] = field(default_factory=list)
 
 
-def wanted_env(settings: Settings, experiment: str | None) -> list[tuple[str, str]]:
-    env = [("MLFLOW_TRACKING_URI", settings.tracking.uri)]
+def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
+    """The variables every injected container gets, by name, in the order they are added."""
+    env = {"MLFLOW_TRACKING_URI": settings.tracking.uri}
     if settings.tracking.region:
-        env += [("AWS_REGION", settings.tracking.region)]
-        env += [("AWS_DEFAULT_REGION", settings.tracking.region)]
+        env["AWS_REGION"] = settings.tracking.region
+        env["AWS_DEFAULT_REGION"] = settings.tracking.region
     if settings.credentials == "irsa" and settings.role_arn:
-        env += [("AWS_ROLE_ARN", settings.role_arn), (IDENTITY_FILE_VAR, TOKEN_FILE)]
+        env["AWS_ROLE_ARN"] = settings.role_arn
+        env[IDENTITY_FILE_VAR] = TOKEN_FILE
     if experiment:
-        env += [("MLFLOW_EXPERIMENT_NAME", experiment)]
+        env["MLFLOW_EXPERIMENT_NAME"] = experiment
     return env
 
 
@@ -105,11 +107,11 @@ def unreadable(pod: dict[str, Any]) -> str:
         for index, container in enumerate(containers or ()):
             if not isinstance(container.get("name"), str):
                 return f"spec.{list_name}[{index}].name is not a string"
-            # Each entry's name is checked where it is read (`_container_env`), in the same pass.
-            if not _list_of(container.get("env"), dict):
-                return f"spec.{list_name}[{index}].env is not a list of objects"
-            if not _list_of(container.get("volumeMounts"), dict):
-                return f"spec.{list_name}[{index}].volumeMounts is not a list of objects"
+            # Their entries are checked where they are read (`_container_env`, `_mounts`), in
+            # the same pass: a wide Pod's lists are long, and each pass over them costs.
+            for key in ("env", "volumeMounts"):
+                if not isinstance(container.get(key), list | None):
+                    return f"spec.{list_name}[{index}].{key} is not a list of objects"
     return ""
 
 
@@ -145,20 +147,22 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
     wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
     token_name = _token_name(spec) if irsa else ""
     mounted = False
-    for list_name, kind in (("initContainers", "initContainer"), ("containers", "container")):
+    for list_name in ("initContainers", "containers"):
         for index, container in enumerate(spec.get(list_name) or ()):
             name = container.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            path, target = f"/spec/{list_name}/{index}", f"{kind}/{name}"
+            path = f"/spec/{list_name}/{index}"
             own = env
             if irsa:
-                token = _token_file(container, token_name, target, out)
-                if token != TOKEN_FILE:
-                    own = [(k, token if k == IDENTITY_FILE_VAR else v) for k, v in env]
-            _container_env(container, path, target, own, out)
-            if irsa:
-                mounted |= _container_mount(container, path, out)
+                token, has_mount = _mounts(container, path, token_name, out)
+                if token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
+                    own = {**env, IDENTITY_FILE_VAR: token}
+            _container_env(container, path, own, out)
+            if irsa and not has_mount:
+                mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+                _extend(out.patch, container, path, "volumeMounts", [mount])
+                mounted = True
             out.injected.append(name)
     if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
         _extend(out.patch, spec, "/spec", "volumes", [token_volume()])
@@ -221,50 +225,77 @@ def _wanted_containers(
     return names
 
 
+def _target(path: str, container: dict[str, Any]) -> str:
+    """How notes name a container: `container/main`, from its pointer `/spec/containers/0`."""
+    kind = "initContainer" if path.startswith("/spec/initContainers/") else "container"
+    return f"{kind}/{container.get('name', '')}"
+
+
+def _field(path: str, key: str) -> str:
+    """`spec.containers[0].env` for (`/spec/containers/0`, `env`): how `unreadable` says it."""
+    _, spec, list_name, index = path.split("/")
+    return f"{spec}.{list_name}[{index}].{key}"
+
+
 def _container_env(
-    container: dict[str, Any],
-    path: str,
-    target: str,
-    env: list[tuple[str, str]],
-    out: Mutation,
+    container: dict[str, Any], path: str, env: dict[str, str], out: Mutation
 ) -> None:
     current = container.get("env") or ()
-    # A set of names is the cheap test; entries are looked up only for the few names we share.
+    # One pass in C reads every name and checks every entry is an object; entries are looked
+    # up one by one only for the few names we share, which most Pods have none of.
     try:
-        names = {e.get("name") for e in current}
+        names = set(map(dict.get, current, repeat("name")))
     except TypeError:
+        if not _all(current, dict):
+            raise Unreadable(f"{_field(path, 'env')} is not a list of objects") from None
         raise Unreadable(f"{path}/env has an entry whose name is not a string") from None
-    missing = []
-    for name, value in env:
-        if name not in names:
-            missing.append({"name": name, "value": value})
-            continue
-        have = next(e for e in current if e.get("name") == name)
-        if have.get("value") != value or "valueFrom" in have:
-            out.notes.append(Note(target, f"kept its own {name}"))
+    if names.isdisjoint(env):
+        missing = [{"name": k, "value": v} for k, v in env.items()]
+    else:
+        missing = []
+        for name, value in env.items():
+            if name not in names:
+                missing.append({"name": name, "value": value})
+                continue
+            have = next(e for e in current if e.get("name") == name)
+            if have.get("value") != value or "valueFrom" in have:
+                out.notes.append(Note(_target(path, container), f"kept its own {name}"))
     _extend(out.patch, container, path, "env", missing)
 
 
-def _token_file(container: dict[str, Any], name: str, target: str, out: Mutation) -> str:
-    """Where this container finds the web identity token, `name` in the token volume: at our
-    mount, or where it mounts that volume itself (the Pod's own, or the EKS webhook's)."""
-    other = None
-    for mount in container.get("volumeMounts") or ():
-        where = mount.get("mountPath")
-        if not isinstance(where, str):
-            continue
-        if mount.get("name") == TOKEN_VOLUME:
-            # With a subPath, the mount is the token file itself.
-            return where if mount.get("subPath") else f"{where.rstrip('/')}/{name}"
-        if where.rstrip("/") == TOKEN_DIR:
-            other = mount.get("name")
+def _mounts(container: dict[str, Any], path: str, name: str, out: Mutation) -> tuple[str, bool]:
+    """Where this container finds the web identity token, `name` in the token volume, and
+    whether it needs no mount of ours: one pass over its mounts.
+
+    The token is at our mount, or where the container mounts that volume itself (the Pod's
+    own, or the EKS webhook's). A container that mounts the volume, or anything at our folder,
+    gets no mount from us.
+    """
+    token = other = None
+    mounted = False
+    try:
+        for mount in container.get("volumeMounts") or ():
+            where, volume = mount.get("mountPath"), mount.get("name")
+            if where == TOKEN_DIR or volume == TOKEN_VOLUME:
+                mounted = True
+            if token is not None or not isinstance(where, str):
+                continue
+            if volume == TOKEN_VOLUME:
+                # With a subPath, the mount is the token file itself.
+                token = where if mount.get("subPath") else f"{where.rstrip('/')}/{name}"
+            elif where.rstrip("/") == TOKEN_DIR:
+                other = volume
+    except AttributeError:
+        raise Unreadable(f"{_field(path, 'volumeMounts')} is not a list of objects") from None
+    if token is not None:
+        return token, mounted
     if other is not None:
         reason = (
             f"{TOKEN_DIR} holds its volume {shown(other)}, not the web identity token, so "
             f"{IDENTITY_FILE_VAR} names a file of that volume"
         )
-        out.notes.append(Note(target, reason))
-    return f"{TOKEN_DIR}/{name}"
+        out.notes.append(Note(_target(path, container), reason))
+    return f"{TOKEN_DIR}/{name}", mounted
 
 
 def _token_name(spec: dict[str, Any]) -> str:
@@ -276,15 +307,6 @@ def _token_name(spec: dict[str, Any]) -> str:
                 if isinstance(token, str) and token:
                     return token
     return "token"
-
-
-def _container_mount(container: dict[str, Any], path: str, out: Mutation) -> bool:
-    for mount in container.get("volumeMounts") or ():
-        if mount.get("mountPath") == TOKEN_DIR or mount.get("name") == TOKEN_VOLUME:
-            return False
-    mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
-    _extend(out.patch, container, path, "volumeMounts", [mount])
-    return True
 
 
 def _extend(patch: list[Op], parent: dict[str, Any], path: str, key: str, items: list[Any]) -> None:
