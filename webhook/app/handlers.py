@@ -20,6 +20,7 @@ from webhook.app.connections import BodyLate, Connection, Pool
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
 from webhook.core.echo import clip, text
+from webhook.core.namespaces import Annotations
 from webhook.core.reviews import (
     NAMESPACE_ERROR,
     BadReview,
@@ -91,7 +92,11 @@ async def mutate(request: web.Request) -> web.Response:
         state.metrics.admitted("error", "not-ready")
         return _json(respond(req["uid"], [], [warning]))
     namespace = text(req.get("namespace"), 253)
-    settings, problem, account = await _namespace_settings(state, state.settings, namespace)
+    known = _known_settings(state, state.settings, namespace)
+    if known is None:
+        settings, problem, account = await _namespace_settings(state, state.settings, namespace)
+    else:
+        (settings, problem), account = known, None
     result = admit(req, settings, namespace_error=problem)
     if account is None and sets_service_account(result.patch):
         account = await _account_exists(state, result.namespace)
@@ -133,42 +138,63 @@ async def mutate(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
 
 
-async def _namespace_settings(
+def _known_settings(
     state: State, settings: Settings, namespace: str
-) -> tuple[Settings, str, bool | None]:
-    """The settings for a Pod in `namespace`, or the global ones and why its own are unusable;
-    and whether our ServiceAccount is there, when a lookup made here asked (else None).
+) -> tuple[Settings, str] | None:
+    """The settings for a Pod in `namespace`, or the global ones and why its own are unusable,
+    when no lookup is needed (None: the namespace is not in the watch's cache).
 
-    Read from the namespace watch's cache. On a miss (a namespace's first Pod, most often) its
-    one bounded lookup runs beside the ServiceAccount's, so the two cost one wait.
+    Most requests end here, without a coroutine of their own.
     """
     cluster = state.cluster
     if cluster is None or not state.config.namespace_settings or not namespace:
-        return settings, "", None
+        return settings, ""
     cache, resolve = cluster.namespaces, cluster.resolve
     if cache is None or resolve is None:
         # Never the global settings for a namespace that may name its own.
-        return settings, "they are not known yet: the cluster side has not started", None
+        return settings, "they are not known yet: the cluster side has not started"
     annotations = cache.known(namespace)
-    account: bool | None = None
     if annotations is None:
-        looked, account = await asyncio.gather(
-            _lookup(asyncio.to_thread(cache.lookup, namespace), cache.timeout),
-            _account_exists(state, namespace),
-        )
-        if isinstance(looked, BaseException):
-            log.warning(
-                "namespace lookup failed", extra={"namespace": namespace, "error": repr(looked)}
-            )
-            annotations = cache.last_known(namespace)
-            if annotations is None:
-                return settings, f"they could not be read ({type(looked).__name__})", account
-        else:
-            annotations = looked
-    if not annotations:
-        return settings, "", account
+        return None
+    return _resolved(state, settings, annotations)
+
+
+def _resolved(state: State, settings: Settings, annotations: Annotations) -> tuple[Settings, str]:
+    """What a namespace's annotations resolve to: its settings, else the global ones and why."""
+    resolve = state.cluster.resolve if state.cluster is not None else None
+    if not annotations or resolve is None:
+        return settings, ""
     resolved = resolve(annotations)
-    return resolved.settings or settings, resolved.error, account
+    return resolved.settings or settings, resolved.error
+
+
+async def _namespace_settings(
+    state: State, settings: Settings, namespace: str
+) -> tuple[Settings, str, bool | None]:
+    """`_known_settings` for a namespace the watch's cache does not hold (its first Pod, most
+    often); and whether our ServiceAccount is there, which a lookup made here asked.
+
+    The namespace's one bounded lookup runs beside the ServiceAccount's, so the two cost one
+    wait.
+    """
+    cluster = state.cluster
+    cache = cluster.namespaces if cluster is not None else None
+    if cache is None:
+        return settings, "they are not known yet: the cluster side has not started", None
+    looked, account = await asyncio.gather(
+        _lookup(asyncio.to_thread(cache.lookup, namespace), cache.timeout),
+        _account_exists(state, namespace),
+    )
+    if isinstance(looked, BaseException):
+        log.warning(
+            "namespace lookup failed", extra={"namespace": namespace, "error": repr(looked)}
+        )
+        annotations = cache.last_known(namespace)
+        if annotations is None:
+            return settings, f"they could not be read ({type(looked).__name__})", account
+    else:
+        annotations = looked
+    return (*_resolved(state, settings, annotations), account)
 
 
 async def _lookup(call: Any, timeout: float) -> Any:

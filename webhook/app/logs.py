@@ -34,13 +34,12 @@ def _time(created: float) -> str:
     return f"{text}.{micro // 1000:03d}+00:00"
 
 
+_LEVELS = {level: logging.getLevelName(level).lower() for level in range(0, 60, 10)}
+
+
 def _entry(created: float, level: int, logger: str, msg: str) -> dict[str, Any]:
-    return {
-        "time": _time(created),
-        "level": logging.getLevelName(level).lower(),
-        "logger": logger,
-        "msg": msg,
-    }
+    name = _LEVELS.get(level) or logging.getLevelName(level).lower()
+    return {"time": _time(created), "level": name, "logger": logger, "msg": msg}
 
 
 class JsonHandler(logging.Handler):
@@ -118,9 +117,10 @@ class Events:
     def log(self, level: int, msg: str, fields: dict[str, Any]) -> None:
         if not self.logger.isEnabledFor(level):
             return
-        handlers = logging.getLogger().handlers
+        handlers = logging.root.handlers
         if self.logger.propagate and len(handlers) == 1 and isinstance(handlers[0], JsonHandler):
-            entry = {**_entry(time.time(), level, self.logger.name, msg), **fields}
+            entry = _entry(time.time(), level, self.logger.name, msg)
+            entry.update(fields)
             handlers[0].write(entry, urgent=level >= logging.WARNING)
         else:
             self.logger.log(level, msg, extra=fields)

@@ -28,6 +28,9 @@ from webhook.core.settings import (
 Op = dict[str, Any]
 DEFAULT_SERVICE_ACCOUNTS = ("", "default")
 IDENTITY_FILE_VAR = "AWS_WEB_IDENTITY_TOKEN_FILE"
+# Tuples, not `str | None`: a union is built anew each time the expression runs.
+_STRING_OR_NULL = (str, type(None))
+_LIST_OR_NULL = (list, type(None))
 
 
 @dataclass(frozen=True)
@@ -96,7 +99,7 @@ def unreadable(pod: dict[str, Any]) -> str:
     spec = pod.get("spec")
     if not isinstance(spec, dict):
         return "spec is not an object"
-    if not isinstance(spec.get("serviceAccountName", ""), str | None):
+    if not isinstance(spec.get("serviceAccountName", ""), _STRING_OR_NULL):
         return "spec.serviceAccountName is not a string"
     if not _list_of(spec.get("volumes"), dict):
         return "spec.volumes is not a list of objects"
@@ -110,7 +113,7 @@ def unreadable(pod: dict[str, Any]) -> str:
             # Their entries are checked where they are read (`_container_env`, `_mounts`), in
             # the same pass: a wide Pod's lists are long, and each pass over them costs.
             for key in ("env", "volumeMounts"):
-                if not isinstance(container.get(key), list | None):
+                if not isinstance(container.get(key), _LIST_OR_NULL):
                     return f"spec.{list_name}[{index}].{key} is not a list of objects"
     return ""
 
@@ -325,17 +328,18 @@ def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     key = settings.status_key
     raw = annotations.get(key)
-    previous: dict[str, Any] = {}
+    out.new_notes = list(dict.fromkeys(out.notes))
+    injected, old_notes = out.injected, []
     if raw:
         try:
             loaded = orjson.loads(raw)
         except orjson.JSONDecodeError:
             loaded = None
         previous = loaded if isinstance(loaded, dict) else {}
-    injected = [n for n in previous.get("injected") or () if isinstance(n, str)]
-    injected += [n for n in out.injected if n not in injected]
-    old_notes = [n for n in previous.get("skipped") or () if isinstance(n, dict)]
-    out.new_notes = [n for n in dict.fromkeys(out.notes) if n.as_dict() not in old_notes]
+        injected = [n for n in previous.get("injected") or () if isinstance(n, str)]
+        injected += [n for n in out.injected if n not in injected]
+        old_notes = [n for n in previous.get("skipped") or () if isinstance(n, dict)]
+        out.new_notes = [n for n in out.new_notes if n.as_dict() not in old_notes]
     status = {
         "injected": injected,
         "serviceAccount": out.service_account,

@@ -29,25 +29,31 @@ class OptIn:
         return self.verdict == "opted-in"
 
 
+# The verdicts that carry no detail, made once: a frozen dataclass is slow to build.
+_PLAIN = {
+    verdict: OptIn(verdict) for verdict in ("opted-in", "not-opted-in", "opted-out", "mirror-pod")
+}
+
+
 def opt_in(metadata: dict[str, Any], settings: Settings, *, default: bool = False) -> OptIn:
     """The label wins over the annotation; `default` is what an unmarked object gets."""
     annotations = mapping(metadata.get("annotations"))
     if MIRROR_ANNOTATION in annotations:
-        return OptIn("mirror-pod")
+        return _PLAIN["mirror-pod"]
     key = settings.inject_key
     labels = mapping(metadata.get("labels"))
     source, value = (
         ("label", labels[key]) if key in labels else ("annotation", annotations.get(key))
     )
     if value is None:
-        return OptIn("opted-in" if default else "not-opted-in")
+        return _PLAIN["opted-in" if default else "not-opted-in"]
     # Kubernetes keeps labels and annotations as strings; anything else was never typed by
     # a person, so it opts nothing in.
     word = value.strip().lower() if isinstance(value, str) else None
     if word in _TRUE:
-        return OptIn("opted-in")
+        return _PLAIN["opted-in"]
     if word in _FALSE:
-        return OptIn("opted-out")
+        return _PLAIN["opted-out"]
     return OptIn(
         "invalid-opt-in",
         f"{source} {key}={shown(value)} is neither true nor false (nor enabled or disabled), "

@@ -162,7 +162,8 @@ def _malformed(problem: str, result: Admission) -> None:
 
 
 def sets_service_account(patch: list[dict[str, Any]]) -> bool:
-    return any(op["path"] == "/spec/serviceAccountName" for op in patch)
+    # `mutate` decides the ServiceAccount first, so its operation, when there is one, leads.
+    return bool(patch) and patch[0]["path"] == "/spec/serviceAccountName"
 
 
 def respond(uid: str, patch: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:
