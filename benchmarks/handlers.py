@@ -23,7 +23,6 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, cast
 
-from aiohttp import web
 from kubernetes import client
 
 from benchmarks import bodies
@@ -42,10 +41,10 @@ import floor  # a script beside this one, not a package module
 
 
 class Request:
-    """What both handlers use of a request: its app, its body and the body's length."""
+    """What both handlers use of a request: its body and the body's length."""
 
-    def __init__(self, app: web.Application, raw: bytes) -> None:
-        self.app, self.raw = app, raw
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
         self.content_length = len(raw)
 
     async def read(self) -> bytes:
@@ -61,11 +60,10 @@ async def per_call(
     return (time.perf_counter() - started) / n * 1e6
 
 
-def app_for(namespace_settings: bool | None) -> web.Application:
-    """Our handler's app. With `namespace_settings` (on or off) it has the cluster side's real
-    caches, as the leader has them once its watches are synced: the ServiceAccount known, and
-    the request's namespace (team-a) carrying its own tracking URI and role."""
-    app = web.Application()
+def ours(namespace_settings: bool | None) -> Callable[[Any], Awaitable[Any]]:
+    """Our handler, bound to its state. With `namespace_settings` (on or off) it has the cluster
+    side's real caches, as the leader has them once its watches are synced: the ServiceAccount
+    known, and the request's namespace (team-a) carrying its own tracking URI and role."""
     config = ServeConfig(settings=settings(), namespace_settings=bool(namespace_settings))
     state = handlers.State(config, settings=settings())
     if namespace_settings is not None:
@@ -80,8 +78,7 @@ def app_for(namespace_settings: bool | None) -> web.Application:
         own = namespaces.pick(TEAM, "mlflow-webhook.io")
         cluster.namespaces.watched = lambda namespace: own if namespace == "team-a" else ()
         state.cluster = cast(Cluster, cluster)
-    app[handlers.STATE] = state
-    return app
+    return functools.partial(handlers.mutate, state)
 
 
 async def main() -> None:
@@ -93,25 +90,25 @@ async def main() -> None:
     assert isinstance(log, JsonHandler)
     log.fd = os.open(os.devnull, os.O_WRONLY)  # the decision log is written, to nowhere
     if args.compare == "floor":
-        pair = {"floor": (floor.mutate, app_for(None)), "ours": (handlers.mutate, app_for(None))}
+        pair = {"floor": floor.mutate, "ours": ours(None)}
     else:
-        pair = {"off": (handlers.mutate, app_for(False)), "on": (handlers.mutate, app_for(True))}
-    (base, (base_handler, base_app)), (ours, (our_handler, our_app)) = pair.items()
-    total = {base: 0.0, ours: 0.0}
+        pair = {"off": ours(False), "on": ours(True)}
+    (base, base_handler), (mine, our_handler) = pair.items()
+    total = {base: 0.0, mine: 0.0}
     for name, build in bodies.MIX.items():
         raw = json.dumps(build()).encode()
-        runs: dict[str, list[float]] = {base: [], ours: []}
+        runs: dict[str, list[float]] = {base: [], mine: []}
         for _ in range(7):  # alternating, the best of each
-            runs[base].append(await per_call(base_handler, Request(base_app, raw)))
-            runs[ours].append(await per_call(our_handler, Request(our_app, raw)))
+            runs[base].append(await per_call(base_handler, Request(raw)))
+            runs[mine].append(await per_call(our_handler, Request(raw)))
         times = {label: min(found) for label, found in runs.items()}
         for label in total:
             total[label] += times[label]
         print(
-            f"{name:16} {base} {times[base]:7.1f} us  {ours} {times[ours]:7.1f} us  "
-            f"{ours} - {base} {times[ours] - times[base]:+7.1f} us"
+            f"{name:16} {base} {times[base]:7.1f} us  {mine} {times[mine]:7.1f} us  "
+            f"{mine} - {base} {times[mine] - times[base]:+7.1f} us"
         )
-    print(f"the mix, one of each: {ours}/{base} time {total[ours] / total[base]:.3f}")
+    print(f"the mix, one of each: {mine}/{base} time {total[mine] / total[base]:.3f}")
 
 
 if __name__ == "__main__":

@@ -71,10 +71,11 @@ class Pool:
 class Connection(web.RequestHandler):
     """aiohttp's handler for one connection, which the pool can rank and close.
 
-    `begin` and `end` come from the app's middleware: between them a request is being served;
-    otherwise the connection is idle, and bytes that arrive start the headers' deadline. One
-    timer serves both deadlines: from `begin` to `end` it is the body's, unless the body came
-    with the headers. It costs a request less than an `asyncio.timeout` around the read.
+    `begin` and `end` come from the request guard (`handlers.guard`): between them a request
+    is being served; otherwise the connection is idle, and bytes that arrive start the headers'
+    deadline. One timer serves both deadlines: from `begin` to `end` it is the body's, unless
+    the body came with the headers. It costs a request less than an `asyncio.timeout` around
+    the read.
     """
 
     __slots__ = (

@@ -9,65 +9,75 @@ import resource
 import signal
 import ssl
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
+from aiohttp.abc import AbstractStreamWriter
+from aiohttp.http_parser import RawRequestMessage
+from aiohttp.streams import StreamReader
 
 from webhook.app import handlers
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.connections import Connection, Site
-from webhook.app.handlers import STATE, State
+from webhook.app.handlers import State
 from webhook.core.settings import Settings
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
 from webhook.tls.context import ReloadingContext
 
 log = logging.getLogger("webhook.server")
-TLS = web.AppKey("tls", ReloadingContext)
 # After the drain, what is left is closed; aiohttp then waits at most this long for handlers.
 CLOSE_SECONDS = 2.0
 LAG_INTERVAL = 0.1
 
 
-def create_app(config: ServeConfig) -> web.Application:
-    app = web.Application(
-        client_max_size=config.max_body_bytes,
-        middlewares=[handlers.guard],
-    )
+@dataclass
+class Service:
+    """What `serve` runs: the state requests share, the TLS pair, aiohttp's low-level server."""
+
+    state: State
+    tls: ReloadingContext
+    server: web.Server
+
+
+def create_service(config: ServeConfig) -> Service:
     cluster = Cluster.connect(config)
-    app[STATE] = State(config, settings=config.settings, cluster=cluster)
+    state = State(config, settings=config.settings, cluster=cluster)
     if cluster is not None and cluster.certificates is not None:
         cluster.certificates.bootstrap()  # every replica serves the Secret's certificate
     else:
         _ensure_certs(config)
-    app[TLS] = ReloadingContext(config.cert_dir)
-    app.router.add_post("/mutate", handlers.mutate)
-    app.router.add_get("/healthz", handlers.healthz)
-    app.router.add_get("/readyz", handlers.readyz)
-    app.router.add_get("/metrics", handlers.metrics)
-    app.cleanup_ctx.append(_certificates)
-    app.cleanup_ctx.append(_loop_lag)
-    return app
+    tls = ReloadingContext(config.cert_dir)
+    loop = asyncio.get_running_loop()
+    limit = config.max_body_bytes
+
+    def request(
+        message: RawRequestMessage,
+        payload: StreamReader,
+        protocol: web.RequestHandler,
+        writer: AbstractStreamWriter,
+        task: asyncio.Task[None],
+    ) -> web.BaseRequest:
+        return web.BaseRequest(
+            message, payload, protocol, writer, task, loop, client_max_size=limit
+        )
+
+    server = web.Server(handlers.server_handler(state), request_factory=request)
+    return Service(state, tls, server)
 
 
-async def _loop_lag(app: web.Application) -> AsyncIterator[None]:
+async def _loop_lag(state: State) -> None:
     """Measure how late the loop runs a timer: the wait every request has behind other work.
     Only once ready: startup's own pauses (the collection before gc.freeze) hold no request."""
-    state = app[STATE]
     loop = asyncio.get_running_loop()
-
-    async def watch() -> None:
-        while True:
-            ready = state.ready
-            due = loop.time() + LAG_INTERVAL
-            await asyncio.sleep(LAG_INTERVAL)
-            if ready:
-                state.metrics.loop_late(max(0.0, loop.time() - due))
-
-    task = asyncio.create_task(watch())
-    yield
-    task.cancel()
+    while True:
+        ready = state.ready
+        due = loop.time() + LAG_INTERVAL
+        await asyncio.sleep(LAG_INTERVAL)
+        if ready:
+            state.metrics.loop_late(max(0.0, loop.time() - due))
 
 
 def _ensure_certs(config: ServeConfig) -> None:
@@ -81,52 +91,48 @@ def _ensure_certs(config: ServeConfig) -> None:
         )
 
 
-async def _certificates(app: web.Application) -> AsyncIterator[None]:
-    """Load the pair now, then look for a rotated pair every few seconds."""
-    state = app[STATE]
+async def _certificates(state: State, tls: ReloadingContext) -> None:
+    """Look for a rotated pair every few seconds (the first is loaded already)."""
     config = state.config
-    tls = app[TLS]
 
     def export() -> None:
         if tls.expiry is not None:
             state.metrics.cert_expiry.set(tls.expiry.timestamp())
 
-    async def watch() -> None:
-        while True:
-            await asyncio.sleep(config.cert_reload_seconds)
-            try:
-                if state.cluster is not None and state.cluster.certificates is not None:
-                    await asyncio.to_thread(state.cluster.certificates.sync)
-                else:
-                    _ensure_certs(config)
-                before = tls.generation
-                if not tls.reload():
-                    log.warning(
-                        "certificate files are missing or do not load; still serving the old pair"
-                    )
-                elif tls.generation != before:
-                    state.metrics.cert_reloads.inc()
-                    log.info("loaded a rotated certificate", extra={"not_after": str(tls.expiry)})
-                export()
-            except Exception:
-                log.exception("certificate check failed")
-
     export()
-    task = asyncio.create_task(watch())
-    yield
-    task.cancel()
+    while True:
+        await asyncio.sleep(config.cert_reload_seconds)
+        try:
+            if state.cluster is not None and state.cluster.certificates is not None:
+                await asyncio.to_thread(state.cluster.certificates.sync)
+            else:
+                _ensure_certs(config)
+            before = tls.generation
+            if not tls.reload():
+                log.warning(
+                    "certificate files are missing or do not load; still serving the old pair"
+                )
+            elif tls.generation != before:
+                state.metrics.cert_reloads.inc()
+                log.info("loaded a rotated certificate", extra={"not_after": str(tls.expiry)})
+            export()
+        except Exception:
+            log.exception("certificate check failed")
 
 
 async def serve(config: ServeConfig) -> int:
     """Serve until SIGTERM or SIGINT, then finish the requests in flight and return."""
     _allow_files(config.max_connections + 256)
-    app = create_app(config)
-    tls = app[TLS]
-    state = app[STATE]
-    runner = web.AppRunner(app, shutdown_timeout=CLOSE_SECONDS)
+    service = create_service(config)
+    tls, state = service.tls, service.state
+    runner = web.ServerRunner(service.server, shutdown_timeout=CLOSE_SECONDS)
     await runner.setup()
     site = _site(runner, state, tls.context)
     await site.start()
+    background = [
+        asyncio.create_task(_certificates(state, tls)),
+        asyncio.create_task(_loop_lag(state)),
+    ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -184,6 +190,8 @@ async def serve(config: ServeConfig) -> int:
     # deadline) is closed now, so aiohttp's cleanup has nothing left to wait for.
     state.pool.close_all()
     await runner.cleanup()
+    for task in background:
+        task.cancel()
     if state.cluster is not None:
         await asyncio.to_thread(state.cluster.stop)
     log.info("stopped")
@@ -199,7 +207,7 @@ def _allow_files(wanted: int) -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
 
 
-def _site(runner: web.AppRunner, state: State, context: ssl.SSLContext) -> Site:
+def _site(runner: web.BaseRunner, state: State, context: ssl.SSLContext) -> Site:
     """Our connections, on the port: bounded, with deadlines and a keep-alive timeout."""
     config = state.config
     server = runner.server
