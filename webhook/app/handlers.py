@@ -96,7 +96,9 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
         (settings, problem), account = known, None
     result = admit(req, settings, namespace_error=problem)
     if account is None and sets_service_account(result.patch):
-        account = await _account_exists(state, result.namespace)
+        account = _known_account(state, result.namespace)
+        if account is None:
+            account = await _account_exists(state, result.namespace)
     if account is False and sets_service_account(result.patch):
         result = admit(req, settings, account_exists=False, namespace_error=problem)
     elapsed = time.perf_counter() - started
@@ -202,19 +204,29 @@ async def _lookup(call: Any, timeout: float) -> Any:
         return error
 
 
-async def _account_exists(state: State, namespace: str) -> bool:
-    """Whether the Pod may be given our ServiceAccount: the cache, else one bounded lookup.
-
-    That lookup on a cache miss is the only API-server call on the request path, for a
-    namespace labelled a moment before its first Pod, before the reconciler has run.
-    """
+def _known_account(state: State, namespace: str) -> bool | None:
+    """Whether the Pod may be given our ServiceAccount, when that is known without a lookup
+    (None: the cache does not hold the namespace's). Most requests end here."""
     if state.cluster is None:
         return True  # no cluster access: nothing to check against
     accounts = state.cluster.accounts
     if accounts is None:
         return False  # the cluster side is still starting: unknown counts as missing
-    if accounts.known(namespace):
-        return True
+    return True if accounts.known(namespace) else None
+
+
+async def _account_exists(state: State, namespace: str) -> bool:
+    """`_known_account`, else one bounded lookup.
+
+    That lookup on a cache miss is the only API-server call on the request path, for a
+    namespace labelled a moment before its first Pod, before the reconciler has run.
+    """
+    known = _known_account(state, namespace)
+    if known is not None:
+        return known
+    accounts = state.cluster.accounts if state.cluster is not None else None
+    if accounts is None:
+        return False
     try:
         return await asyncio.wait_for(
             asyncio.to_thread(accounts.lookup, namespace), accounts.timeout + 0.5
