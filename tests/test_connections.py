@@ -105,6 +105,45 @@ async def test_requests_aiohttp_cannot_parse_get_json(
     assert len(answer.body["error"]) < 400  # the 9,000-byte header is not echoed back
 
 
+async def test_expect_100_continue_is_told_to_go_on_then_answered(quick: WebhookProcess) -> None:
+    """As curl sends a large body: the headers alone, and the body once told to continue."""
+    pod = {"metadata": {"name": "p"}, "spec": {"containers": [{"name": "c", "image": "i"}]}}
+    body = json.dumps(review_for(pod)).encode()
+    reader, writer = await connect(quick)
+    try:
+        writer.write(HEAD + b"Expect: 100-continue\r\nContent-Length: %d\r\n\r\n" % len(body))
+        await writer.drain()
+        interim = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), READ_TIMEOUT)
+        assert interim == b"HTTP/1.1 100 Continue\r\n\r\n"
+        writer.write(body)
+        await writer.drain()
+        answer = await read_answer(reader, time.monotonic(), 10)
+        assert answer.status == 200
+        assert answer.body["response"]["allowed"] is True
+    finally:
+        writer.close()
+
+
+async def test_an_expectation_it_does_not_know_is_answered_417(quick: WebhookProcess) -> None:
+    answer = await exchange(quick, HEAD + b"Expect: teapot\r\nContent-Length: 2\r\n\r\n{}")
+    assert answer.status == 417
+    assert "teapot" in answer.body["error"]
+
+
+async def test_head_on_a_get_path_answers_headers_alone(quick: WebhookProcess) -> None:
+    reader, writer = await connect(quick)
+    try:
+        writer.write(b"HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 5)
+        assert head.startswith(b"HTTP/1.1 200")
+        # No body followed: the next answer on the connection is the next request's.
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        answer = await read_answer(reader, time.monotonic(), 5)
+        assert (answer.status, answer.body) == (200, {"status": "ok"})
+    finally:
+        writer.close()
+
+
 async def test_a_stalled_body_is_answered_408_within_the_deadline(quick: WebhookProcess) -> None:
     answer = await exchange(quick, HEAD + b"Content-Length: 3229\r\n\r\n" + b"x" * 100)
     assert answer.status == 408

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiohttp import web
+from aiohttp import HttpVersion11, web
 from aiohttp.http_exceptions import HttpProcessingError
 
 from webhook.app.answers import JSON_HEADERS, error
@@ -20,7 +20,7 @@ from webhook.app.config import ServeConfig
 from webhook.app.connections import BodyLate, Connection, Pool
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
-from webhook.core.echo import clip, text
+from webhook.core.echo import clip, shown, text
 from webhook.core.namespaces import Annotations
 from webhook.core.reviews import (
     NAMESPACE_ERROR,
@@ -290,7 +290,22 @@ def _route(state: State, request: web.BaseRequest) -> Awaitable[web.StreamRespon
     handler = methods.get(request.method)
     if handler is None:
         raise web.HTTPMethodNotAllowed(request.method, sorted(methods))
+    expect = request.headers.get("Expect")
+    if expect is not None:
+        return _expected(handler, state, request, expect)
     return handler(state, request)
+
+
+async def _expected(
+    handler: Handler, state: State, request: web.BaseRequest, expect: str
+) -> web.StreamResponse:
+    """`Expect: 100-continue`, as aiohttp's router answers it: the client sends its body once
+    told to go on (curl, for one, with a large body)."""
+    if expect.lower() != "100-continue" or request.version != HttpVersion11:
+        return error(417, f"Expectation Failed: only 100-continue, not {shown(expect, 50)}")
+    await request.writer.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+    request.writer.output_size = 0  # the answer proper has not started
+    return await handler(state, request)
 
 
 async def guard(state: State, request: web.BaseRequest) -> web.StreamResponse:
