@@ -80,6 +80,34 @@ def test_a_pod_it_cannot_read_is_admitted_unchanged_with_a_warning(
     assert "admitted unchanged" in warning
 
 
+LEFT_OUT = {"mlflow-webhook.io/containers": "a"}
+
+
+@pytest.mark.parametrize(
+    ("odd", "reason"),
+    [
+        (
+            {"metadata": {"name": "p"}, "spec": {"containers": [{**MAIN, "env": [5]}]}},
+            "not-opted-in",
+        ),
+        (
+            {
+                "metadata": {"annotations": {INJECT: "true", **LEFT_OUT}},
+                "spec": {"containers": [{**MAIN, "name": "a"}, {**MAIN, "env": [5]}]},
+            },
+            "injected",
+        ),
+    ],
+    ids=["not-opted-in", "container-left-out"],
+)
+def test_entries_are_checked_only_where_they_are_read(odd: dict[str, Any], reason: str) -> None:
+    """An odd env entry in a Pod that is not injected, or in a container the containers
+    annotation leaves out, is never read, so it makes nothing malformed."""
+    result = admit(parse(review_for(odd)), settings())
+    assert (result.reason, result.warnings) == (reason, [])
+    assert apply(odd, result.patch)["spec"]["containers"][-1]["env"] == [5]
+
+
 @pytest.mark.parametrize(
     "pod",
     [
