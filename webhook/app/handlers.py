@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
@@ -276,11 +277,7 @@ ROUTES: dict[str, dict[str, Handler]] = {
 
 def server_handler(state: State) -> Callable[[web.BaseRequest], Awaitable[web.StreamResponse]]:
     """The one handler aiohttp's low-level server calls for every request."""
-
-    async def handle(request: web.BaseRequest) -> web.StreamResponse:
-        return await guard(state, request)
-
-    return handle
+    return functools.partial(guard, state)
 
 
 def _route(state: State, request: web.BaseRequest) -> Awaitable[web.StreamResponse]:
