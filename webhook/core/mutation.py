@@ -156,13 +156,13 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
             if wanted is not None and name not in wanted:
                 continue
             path = f"/spec/{list_name}/{index}"
+            # Only IRSA reads the mounts: where the token is, and whether ours is needed.
+            token, has_mount = _mounts(container, path, token_name, out) if irsa else ("", True)
             own = env
-            if irsa:
-                token, has_mount = _mounts(container, path, token_name, out)
-                if token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
-                    own = {**env, IDENTITY_FILE_VAR: token}
+            if token and token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
+                own = {**env, IDENTITY_FILE_VAR: token}
             _container_env(container, path, own, out)
-            if irsa and not has_mount:
+            if not has_mount:
                 mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
                 _extend(out.patch, container, path, "volumeMounts", [mount])
                 mounted = True
