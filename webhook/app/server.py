@@ -1,4 +1,4 @@
-"""The app factory and the server's lifetime: TLS, certificate reloads, graceful shutdown."""
+"""The server and its lifetime: TLS, certificate reloads, graceful shutdown."""
 
 from __future__ import annotations
 
