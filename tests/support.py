@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import copy
 import json
 import socket
@@ -73,11 +74,19 @@ def apply(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def readable(pod: dict[str, Any]) -> dict[str, Any]:
-    """The Pod with its status annotation parsed, so fixtures compare it as an object."""
+    """The Pod with its status annotation and each container's run context parsed, so
+    fixtures compare them as objects (JSON key order and spacing are not the behaviour)."""
     pod = copy.deepcopy(pod)
     annotations = (pod.get("metadata") or {}).get("annotations") or {}
     if isinstance(annotations.get(STATUS_KEY), str):
         annotations[STATUS_KEY] = json.loads(annotations[STATUS_KEY])
+    for group in ("initContainers", "containers"):
+        for container in (pod.get("spec") or {}).get(group) or ():
+            for entry in container.get("env") or ():
+                if entry.get("name") == "MLFLOW_RUN_CONTEXT" and "value" in entry:
+                    # Not JSON: compared as the string it is.
+                    with contextlib.suppress(TypeError, ValueError):
+                        entry["value"] = json.loads(entry["value"])
     return pod
 
 

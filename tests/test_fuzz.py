@@ -34,9 +34,14 @@ CAPTURED = {
 }
 KEY = "mlflow-webhook.io"
 SETTINGS = [
-    settings(),
+    settings(run_context=True, cluster_name="prod"),
     settings(credentials="none", role_arn=None, tracking_uri="https://mlflow.example.com"),
-    settings(credentials="pod-identity", role_arn=None, service_account_policy="override"),
+    settings(
+        credentials="pod-identity",
+        role_arn=None,
+        service_account_policy="override",
+        run_context=True,
+    ),
 ]
 
 # Words the webhook reads, so that mutations land where they matter.
@@ -45,11 +50,16 @@ KEYS = [
     "initContainers", "ephemeralContainers", "env", "value", "valueFrom", "volumeMounts",
     "mountPath", "volumes", "serviceAccountName", "serviceAccount", "restartPolicy",
     f"{KEY}/inject", f"{KEY}/experiment", f"{KEY}/containers", f"{KEY}/status",
+    f"{KEY}/run-tags", f"{KEY}/system-metrics", "ownerReferences", "controller", "kind", "uid",
+    "image", "training.kubeflow.org/replica-type", "training.kubeflow.org/replica-index",
+    "batch.kubernetes.io/job-completion-index", "ray.io/cluster",
 ]  # fmt: skip
 WORDS = [
     "", "main", "5", "null", "true", "false", "enabled", "yes", " TRUE ", "default",
     "sagemaker-mlflow-sa", "MLFLOW_TRACKING_URI", "AWS_REGION", "AWS_ROLE_ARN", TOKEN_VOLUME,
     TOKEN_DIR, "main,sidecar", '{"injected":["main"],"skipped":[{}]}', "[1]", "{",
+    "MLFLOW_RUN_CONTEXT", "MLFLOW_WEBHOOK_POD_NAME", "MLFLOW_SYSTEM_METRICS_NODE_ID", "$(",
+    "$$", "a=b,c", "Job", "ReplicaSet", "worker", "registry:5000/x:1@sha256:0",
 ]  # fmt: skip
 
 

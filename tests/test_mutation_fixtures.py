@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import kubernetes_validate
@@ -27,9 +28,12 @@ def shared_mount_paths(pod: dict[str, Any]) -> list[str]:
 
 
 def run(case: dict[str, Any], pod: dict[str, Any]) -> tuple[dict[str, Any], Any]:
+    chosen = settings(**(case.get("settings") or {}))
+    # What a namespace's own annotations set (webhook.core.namespaces.resolve).
+    chosen = dataclasses.replace(chosen, **(case.get("namespace_settings") or {}))
     result = admit(
         parse(review_for(pod, **(case.get("request") or {}))),
-        settings(**(case.get("settings") or {})),
+        chosen,
         account_exists=case.get("account_exists", True),
     )
     assert result.response["response"]["allowed"] is True
@@ -75,5 +79,6 @@ def test_every_rule_has_a_case() -> None:
         "status",
         "reinvocation",
         "unknown",
+        "provenance",
     }
     assert expected <= prefixes

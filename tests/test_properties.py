@@ -63,7 +63,16 @@ def containers(draw: Any, min_size: int) -> list[dict[str, Any]]:
 opt_values = st.sampled_from(["true", "false", "True", "yes", "maybe", ""])
 meta_map = st.dictionaries(
     st.sampled_from(
-        [f"{KEY}/inject", f"{KEY}/experiment", f"{KEY}/containers", f"{KEY}/status", "app"]
+        [
+            f"{KEY}/inject",
+            f"{KEY}/experiment",
+            f"{KEY}/containers",
+            f"{KEY}/status",
+            f"{KEY}/run-tags",
+            f"{KEY}/system-metrics",
+            "batch.kubernetes.io/job-completion-index",
+            "app",
+        ]
     ),
     st.one_of(
         opt_values,
@@ -71,6 +80,7 @@ meta_map = st.dictionaries(
         st.just("main,sidecar"),
         st.just('{"injected":["x"],"skipped":[{}]}'),
         st.just("[1]"),
+        st.just("team=a,bad key=$(X),k8s.pod.name=x"),
     ),
     max_size=4,
 )
@@ -112,7 +122,7 @@ def pods(draw: Any) -> dict[str, Any]:
 
 
 SETTINGS = [
-    settings(),
+    settings(run_context=True),
     settings(credentials="none", role_arn=None, tracking_uri="https://mlflow.example.com"),
     settings(credentials="pod-identity", role_arn=None, service_account_policy="override"),
 ]

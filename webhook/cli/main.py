@@ -191,13 +191,11 @@ def _serve(args: argparse.Namespace) -> int:
                 },
             )
             irsa = plan_config.credentials == "irsa"
-            return Settings.create(
+            return settings_from(
+                args,
                 tracking_uri=plan.tracking_arn,
                 credentials=plan_config.credentials,
                 role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
-                service_account=args.service_account,
-                service_account_policy=args.service_account_policy,
-                prefix=args.prefix,
             )
 
     failures: list[str] = []

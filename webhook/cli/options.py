@@ -144,21 +144,37 @@ def add_mutation_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def settings_from(args: argparse.Namespace) -> Settings:
+def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
+    """The mutation settings from a command's flags; `given` overrides them (what the
+    bootstrap found). ConfigError is the caller's to report when it gives anything."""
+    values: dict[str, Any] = {
+        "tracking_uri": args.tracking_uri or "",
+        "credentials": args.credentials,
+        "role_arn": args.role_arn,
+        "service_account": args.service_account,
+        "service_account_policy": args.service_account_policy,
+        "prefix": args.prefix,
+        # Only `serve` has these: offline injection sees templates, not the Pods that run.
+        "run_context": getattr(args, "run_context", "off") == "on",
+        "cluster_name": getattr(args, "cluster_name", None),
+    }
+    if given:
+        return Settings.create(**{**values, **given})
     try:
-        return Settings.create(
-            tracking_uri=args.tracking_uri or "",
-            credentials=args.credentials,
-            role_arn=args.role_arn,
-            service_account=args.service_account,
-            service_account_policy=args.service_account_policy,
-            prefix=args.prefix,
-        )
+        return Settings.create(**values)
     except ConfigError as exc:
         fail(str(exc))
 
 
 def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+    add(
+        parser,
+        "--run-context",
+        choices=("on", "off"),
+        default="on",
+        help="tell every MLflow run the Pod, workload, node, image and cluster (--cluster-name) "
+        "it ran on, as run tags, and each Pod of a distributed job its system-metrics node id",
+    )
     add(parser, "--host", default="0.0.0.0", help="address to listen on")
     add(parser, "--port", type=port, default=8443, help="HTTPS port, 0-65535 (0 picks a free one)")
     add(parser, "--cert-dir", default="certs", help="folder holding tls.crt and tls.key")

@@ -16,6 +16,15 @@ import orjson
 
 from webhook.core.echo import clip, shown
 from webhook.core.optin import mapping
+from webhook.core.provenance import (
+    DOWNWARD_ENTRIES,
+    NODE_ID_VAR,
+    OURS_MARK,
+    RUN_CONTEXT_VAR,
+    escaped,
+    provenance,
+    references,
+)
 from webhook.core.settings import (
     TOKEN_AUDIENCE,
     TOKEN_DIR,
@@ -59,8 +68,12 @@ class Mutation:
 
 
 def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
-    """The variables every injected container gets, by name, in the order they are added."""
-    env = {"MLFLOW_TRACKING_URI": settings.tracking.uri}
+    """The variables every injected container gets, by name, in the order they are added.
+
+    Values are as the kubelet's `$(VAR)` expansion gives them back (`escaped`): an experiment
+    named `cost$(HOME)` stays that.
+    """
+    env = {"MLFLOW_TRACKING_URI": escaped(settings.tracking.uri)}
     if settings.tracking.region:
         env["AWS_REGION"] = settings.tracking.region
         env["AWS_DEFAULT_REGION"] = settings.tracking.region
@@ -68,7 +81,7 @@ def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
         env["AWS_ROLE_ARN"] = settings.role_arn
         env[IDENTITY_FILE_VAR] = TOKEN_FILE
     if experiment:
-        env["MLFLOW_EXPERIMENT_NAME"] = experiment
+        env["MLFLOW_EXPERIMENT_NAME"] = escaped(experiment)
     return env
 
 
@@ -122,6 +135,10 @@ class Unreadable(ValueError):
     """Met by `mutate` in a part of the Pod that `unreadable` leaves to it."""
 
 
+def _string(value: Any) -> str:
+    return value if isinstance(value, str) else ""
+
+
 def _list_of(value: Any, kind: type) -> bool:
     """Absent, or a list of `kind`."""
     return value is None or (isinstance(value, list) and _all(value, kind))
@@ -132,11 +149,14 @@ def _all(values: Iterable[Any], kind: type) -> bool:
     return all(map(isinstance, values, repeat(kind)))
 
 
-def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True) -> Mutation:
+def mutate(
+    pod: dict[str, Any], settings: Settings, account_exists: bool = True, namespace: str = ""
+) -> Mutation:
     """Build the patch for an opted-in Pod or Pod template (anything with metadata and spec).
 
     `account_exists` False: the namespace has no ServiceAccount of ours yet, and the API server
     rejects a Pod naming a missing one; the Pod keeps its own and gets everything else.
+    `namespace`: the request's, which a Pod's run context names.
     """
     metadata = pod.get("metadata") or {}
     annotations = metadata.get("annotations") or {}
@@ -149,6 +169,9 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
     irsa = settings.credentials == "irsa"
     wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
     token_name = _token_name(spec) if irsa else ""
+    namespace = namespace or _string(metadata.get("namespace"))
+    where = provenance(metadata, settings, namespace, out.service_account)
+    out.notes += [Note(target, reason) for target, reason in where.problems]
     mounted = False
     for list_name in ("initContainers", "containers"):
         for index, container in enumerate(spec.get(list_name) or ()):
@@ -158,9 +181,9 @@ def mutate(pod: dict[str, Any], settings: Settings, account_exists: bool = True)
             path = f"/spec/{list_name}/{index}"
             # Only IRSA reads the mounts: where the token is, and whether ours is needed.
             token, has_mount = _mounts(container, path, token_name, out) if irsa else ("", True)
-            own = env
+            own = {**env, **where.env(container)}
             if token and token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
-                own = {**env, IDENTITY_FILE_VAR: token}
+                own[IDENTITY_FILE_VAR] = token
             _container_env(container, path, own, out)
             if not has_mount:
                 mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
@@ -260,10 +283,57 @@ def _container_env(
             if name not in names:
                 missing.append({"name": name, "value": value})
                 continue
-            have = next(e for e in current if e.get("name") == name)
-            if have.get("value") != value or "valueFrom" in have:
-                out.notes.append(Note(_target(path, container), f"kept its own {name}"))
+            index, have = next((i, e) for i, e in enumerate(current) if e.get("name") == name)
+            if have.get("value") == value and "valueFrom" not in have:
+                continue
+            if name == RUN_CONTEXT_VAR and _ours(have, names):
+                # Ours, from a call before another webhook changed the Pod (its image, say):
+                # the Pod as it is now is what the run ran as.
+                out.patch.append(
+                    {"op": "replace", "path": f"{path}/env/{index}/value", "value": value}
+                )
+                continue
+            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
+    if RUN_CONTEXT_VAR in env or NODE_ID_VAR in env:
+        missing = _with_downward(missing, names, container, path, out)
     _extend(out.patch, container, path, "env", missing)
+
+
+def _ours(have: dict[str, Any], names: set[Any]) -> bool:
+    """A run context this webhook wrote, whose Downward API variables come before it."""
+    value = have.get("value")
+    return (
+        "valueFrom" not in have
+        and isinstance(value, str)
+        and OURS_MARK in value
+        and all(name in names for name in references(value))
+    )
+
+
+def _with_downward(
+    missing: list[dict[str, Any]],
+    names: set[Any],
+    container: dict[str, Any],
+    path: str,
+    out: Mutation,
+) -> list[dict[str, Any]]:
+    """`missing`, with the Downward API variables its values refer to defined before them."""
+    needed: list[str] = []
+    at = len(missing)
+    for position, entry in enumerate(missing):
+        for name in references(entry["value"]):
+            at = min(at, position)
+            if name not in needed:
+                needed.append(name)
+    added = []
+    for name in needed:
+        if name not in names:
+            added.append(DOWNWARD_ENTRIES[name])
+            continue
+        have = next(e for e in container.get("env") or () if e.get("name") == name)
+        if have != DOWNWARD_ENTRIES[name]:
+            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
+    return missing[:at] + added + missing[at:]
 
 
 def _mounts(container: dict[str, Any], path: str, name: str, out: Mutation) -> tuple[str, bool]:

@@ -21,7 +21,7 @@ from webhook.core.settings import (
     parse_tracking_uri,
 )
 
-NAMES = ("tracking-uri", "role-arn", "experiment")
+NAMES = ("tracking-uri", "role-arn", "experiment", "run-tags", "system-metrics")
 
 # What a cache keeps of one namespace: our annotations only, hashable, in NAMES order.
 Annotations = tuple[tuple[str, str], ...]
@@ -42,9 +42,8 @@ class Resolved:
         return self.settings.role_arn
 
 
-def keys(prefix: str) -> tuple[str, str, str]:
-    uri, role, experiment = (f"{prefix}/{name}" for name in NAMES)
-    return uri, role, experiment
+def keys(prefix: str) -> tuple[str, ...]:
+    return tuple(f"{prefix}/{name}" for name in NAMES)
 
 
 def pick(annotations: Mapping[str, Any] | None, prefix: str) -> Annotations:
@@ -60,19 +59,23 @@ def pick(annotations: Mapping[str, Any] | None, prefix: str) -> Annotations:
 
 def resolve(annotations: Annotations, base: Settings) -> Resolved:
     """The effective settings for a namespace carrying `annotations` (see `pick`)."""
-    uri_key, role_key, experiment_key = keys(base.prefix)
     found = dict(annotations)
-    uri, role, experiment = found.get(uri_key), found.get(role_key), found.get(experiment_key)
+    uri, role, experiment, run_tags, system_metrics = (found.get(k) for k in keys(base.prefix))
+    # Read with each Pod's own (webhook.core.provenance), which says what is wrong in them.
+    if experiment or run_tags or system_metrics:
+        base = dataclasses.replace(
+            base, experiment=experiment, run_tags=run_tags, system_metrics=system_metrics
+        )
     if uri is None and role is None:
-        return Resolved(dataclasses.replace(base, experiment=experiment) if experiment else base)
+        return Resolved(base)
     try:
-        return Resolved(_own(base, uri, role, experiment))
+        return Resolved(_own(base, uri, role))
     except ConfigError as exc:
         return Resolved(None, str(exc))
 
 
-def _own(base: Settings, uri: str | None, role: str | None, experiment: str | None) -> Settings:
-    uri_key, role_key, _ = keys(base.prefix)
+def _own(base: Settings, uri: str | None, role: str | None) -> Settings:
+    uri_key, role_key = keys(base.prefix)[:2]
     for key, value in ((uri_key, uri), (role_key, role)):
         reason = example_value(value or "")
         if reason:
@@ -96,6 +99,4 @@ def _own(base: Settings, uri: str | None, role: str | None, experiment: str | No
             f"{uri_key} is set but {role_key} is not: with irsa credentials the namespace "
             "needs its own role for its own tracking server"
         )
-    return dataclasses.replace(
-        base, tracking=tracking, role_arn=role, experiment=experiment, source="namespace"
-    )
+    return dataclasses.replace(base, tracking=tracking, role_arn=role, source="namespace")

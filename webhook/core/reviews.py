@@ -144,7 +144,7 @@ def _decide(
         )
         return
     try:
-        mutation = mutate(pod, settings, account_exists)
+        mutation = mutate(pod, settings, account_exists, result.namespace)
     except Unreadable as exc:
         _malformed(str(exc), result)
         return

@@ -98,7 +98,13 @@ class Settings:
     prefix: str = "mlflow-webhook.io"
     # A namespace's own settings (webhook.core.namespaces) set these; the global ones do not.
     experiment: str | None = None
+    # The namespace's own run-tags and system-metrics annotations, read with the Pod's.
+    run_tags: str | None = None
+    system_metrics: str | None = None
     source: Literal["global", "namespace"] = "global"
+    # Tell each run where it ran (webhook.core.provenance); the cluster's name among it.
+    run_context: bool = False
+    cluster_name: str | None = None
     inject_key: str = field(init=False)
     experiment_key: str = field(init=False)
     containers_key: str = field(init=False)
@@ -121,6 +127,8 @@ class Settings:
         service_account: str = "sagemaker-mlflow-sa",
         service_account_policy: str = "keep",
         prefix: str = "mlflow-webhook.io",
+        run_context: bool = False,
+        cluster_name: str | None = None,
     ) -> Settings:
         if not tracking_uri:
             raise ConfigError("a tracking URI is required (--tracking-uri)")
@@ -156,4 +164,6 @@ class Settings:
             service_account=service_account,
             service_account_policy=service_account_policy,
             prefix=prefix,
+            run_context=run_context,
+            cluster_name=cluster_name or None,
         )

@@ -1,0 +1,328 @@
+"""Where a run ran: the MLflow run context, and the system-metrics node id, for one Pod.
+
+MLflow reads both from the environment with nothing in the training image: every run that
+`mlflow.start_run()` creates gets `MLFLOW_RUN_CONTEXT`'s entries as tags
+(`mlflow/tracking/context/system_environment_context.py`), and the system-metrics monitor
+names its metrics `system/<MLFLOW_SYSTEM_METRICS_NODE_ID>/...`, so the nodes of one run stay
+apart (`mlflow/system_metrics/system_metrics_monitor.py`).
+
+Tag keys are OpenTelemetry's semantic conventions for Kubernetes and containers, so a run reads
+like the team's traces and logs; what they have no key for is under our own prefix.
+
+What admission cannot know (the generated name, the uid, the node) comes from Downward API
+variables that the kubelet resolves and then expands as `$(VAR)` in later values. Every other
+`$` is written `$$`, which expansion turns back into one, so no value of ours is ever expanded.
+The expanded values stay valid JSON: a Pod's name and a node's name are DNS subdomains and a
+uid is a UUID, none of which holds a quote, a backslash or a control character.
+"""
+
+from __future__ import annotations
+
+import posixpath
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from webhook.core.echo import clip, shown
+from webhook.core.settings import Settings
+
+POD_NAME_VAR = "MLFLOW_WEBHOOK_POD_NAME"
+POD_UID_VAR = "MLFLOW_WEBHOOK_POD_UID"
+NODE_NAME_VAR = "MLFLOW_WEBHOOK_NODE_NAME"
+RUN_CONTEXT_VAR = "MLFLOW_RUN_CONTEXT"
+NODE_ID_VAR = "MLFLOW_SYSTEM_METRICS_NODE_ID"
+SYSTEM_METRICS_VAR = "MLFLOW_ENABLE_SYSTEM_METRICS_LOGGING"
+
+# The Downward API fields behind the variables, in the order they are defined.
+DOWNWARD = {
+    POD_NAME_VAR: "metadata.name",
+    POD_UID_VAR: "metadata.uid",
+    NODE_NAME_VAR: "spec.nodeName",
+}
+_REF = {name: f"$({name})" for name in DOWNWARD}
+_REFS = frozenset(_REF.values())
+# How our own run context is recognised (`ours`): no one else writes this reference.
+OURS_MARK = f'"k8s.pod.uid":"{_REF[POD_UID_VAR]}"'
+
+# The owner kinds OpenTelemetry has keys for (`k8s.<kind>.name`, `k8s.<kind>.uid`).
+_SEMCONV_OWNERS = {"Job": "job", "ReplicaSet": "replicaset", "StatefulSet": "statefulset",
+                   "DaemonSet": "daemonset"}  # fmt: skip
+
+# Pod labels the controllers our users run set on the Pods they make, kept as
+# `k8s.pod.label.<key>` tags (OpenTelemetry's key for a Pod label):
+# - Jobs: kubernetes/kubernetes staging/src/k8s.io/api/batch/v1/types.go,
+#   JobCompletionIndexAnnotation, which pkg/controller/job/indexed_job_utils.go also sets as a
+#   label (the PodIndexLabel gate: on by default since 1.28, locked on since 1.32);
+# - the Kubeflow Training Operator v1: kubeflow/training-operator (release-1.9)
+#   pkg/apis/kubeflow.org/v1/common_types.go, JobNameLabel, ReplicaTypeLabel (lowercased by
+#   pkg/controller.v1/common/pod.go), ReplicaIndexLabel, JobRoleLabel; the MPI Operator v2
+#   (kubeflow/mpi-operator pkg/apis/kubeflow/v2beta1/constants.go) uses the same keys, its
+#   launcher and workers told apart by the job role;
+# - JobSet, which Kubeflow Trainer v2 runs a TrainJob as (a JobSet of the TrainJob's name:
+#   kubeflow/trainer pkg/runtime/framework/plugins/jobset/jobset.go):
+#   kubernetes-sigs/jobset api/jobset/v1alpha2/jobset_types.go, JobSetNameKey,
+#   ReplicatedJobNameKey, JobIndexKey, JobGlobalIndexKey;
+# - Argo Workflows: argoproj/argo-workflows workflow/common/common.go, LabelKeyWorkflow;
+# - KubeRay: ray-project/kuberay ray-operator/controllers/ray/utils/constant.go,
+#   RayClusterLabelKey, RayNodeTypeLabelKey, RayNodeGroupLabelKey.
+JOB_INDEX = "batch.kubernetes.io/job-completion-index"
+TRAINING_JOB = "training.kubeflow.org/job-name"
+REPLICA_TYPE = "training.kubeflow.org/replica-type"
+REPLICA_INDEX = "training.kubeflow.org/replica-index"
+JOB_ROLE = "training.kubeflow.org/job-role"
+JOBSET = "jobset.sigs.k8s.io/jobset-name"
+REPLICATED_JOB = "jobset.sigs.k8s.io/replicatedjob-name"
+JOBSET_JOB_INDEX = "jobset.sigs.k8s.io/job-index"
+JOBSET_GLOBAL_INDEX = "jobset.sigs.k8s.io/job-global-index"
+ARGO_WORKFLOW = "workflows.argoproj.io/workflow"
+RAY_CLUSTER = "ray.io/cluster"
+RAY_NODE_TYPE = "ray.io/node-type"
+RAY_GROUP = "ray.io/group"
+LABELS = (JOB_INDEX, TRAINING_JOB, REPLICA_TYPE, REPLICA_INDEX, JOB_ROLE, JOBSET, REPLICATED_JOB,
+          JOBSET_JOB_INDEX, JOBSET_GLOBAL_INDEX, ARGO_WORKFLOW, RAY_CLUSTER, RAY_NODE_TYPE,
+          RAY_GROUP)  # fmt: skip
+# Annotations kept as `k8s.pod.annotation.<key>`: the Job's index on Pods from before it was a
+# label too, and Argo's step (AnnotationKeyNodeName, in the same common.go).
+ANNOTATIONS = (JOB_INDEX, "workflows.argoproj.io/node-name")
+
+# MLflow's own checks (mlflow/utils/validation.py): `validate_param_and_metric_name`,
+# `path_not_unique`, MAX_ENTITY_KEY_LENGTH and MAX_TAG_VAL_LENGTH. A run whose tags fail them
+# is refused, so none that would may reach a Pod.
+_TAG_KEY = re.compile(r"^[/\w.\- :]*$")
+MAX_TAG_KEY = 250
+MAX_TAG_VALUE = 8000
+
+_TRUE = frozenset({"true", "enabled"})
+_FALSE = frozenset({"false", "disabled"})
+
+
+@dataclass
+class Provenance:
+    """What one Pod's containers are told of where they run; values are `$`-escaped."""
+
+    tags: dict[str, str] = field(default_factory=dict)
+    node_id: str | None = None
+    system_metrics: bool = False
+    # (target, reason) pairs, for the mutation's notes.
+    problems: list[tuple[str, str]] = field(default_factory=list)
+
+    def env(self, container: dict[str, Any]) -> dict[str, str]:
+        """This container's variables; the Downward API ones they refer to are the caller's."""
+        out: dict[str, str] = {}
+        if self.tags:
+            out[RUN_CONTEXT_VAR] = run_context(self.tags, container)
+        if self.node_id is not None:
+            out[NODE_ID_VAR] = self.node_id
+        if self.system_metrics:
+            out[SYSTEM_METRICS_VAR] = "true"
+        return out
+
+
+def _downward(name: str) -> dict[str, Any]:
+    # apiVersion as the API server defaults it, so a reinvocation finds the entry equal.
+    return {
+        "name": name,
+        "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": DOWNWARD[name]}},
+    }
+
+
+DOWNWARD_ENTRIES: dict[str, dict[str, Any]] = {name: _downward(name) for name in DOWNWARD}
+
+
+def escaped(value: str) -> str:
+    """`value` as the kubelet's `$(VAR)` expansion gives it back unchanged."""
+    return value.replace("$", "$$")
+
+
+def references(value: str) -> list[str]:
+    """The Downward API variables a value of ours refers to."""
+    return [name for name, ref in _REF.items() if ref in value] if "$(" in value else []
+
+
+def run_context(tags: dict[str, str], container: dict[str, Any]) -> str:
+    """The `MLFLOW_RUN_CONTEXT` value for one container: the Pod's tags and its own."""
+    own = {"k8s.container.name": escaped(_string(container.get("name")))}
+    image = container.get("image")
+    if isinstance(image, str) and image:
+        own.update(image_tags(image))
+    return orjson.dumps({**tags, **own}).decode()
+
+
+def image_tags(image: str) -> dict[str, str]:
+    """`container.image.*` for an image reference `name[:tag][@digest]` (escaped)."""
+    name, _, digest = image.partition("@")
+    tag = ""
+    slash, colon = name.rfind("/"), name.rfind(":")
+    if colon > slash:  # a colon before the last slash is a registry's port
+        name, tag = name[:colon], name[colon + 1 :]
+    out = {"container.image.name": escaped(name)}
+    if tag:
+        out["container.image.tags"] = escaped(tag)
+    if digest:
+        out["container.image.repo_digests"] = escaped(f"{name}@{digest}")
+    return out
+
+
+def check_tag_key(key: str) -> str:
+    """Empty when MLflow takes `key` as a tag key, else why not."""
+    if not key:
+        return "is empty"
+    if len(key) > MAX_TAG_KEY:
+        return f"is longer than MLflow's {MAX_TAG_KEY} characters"
+    if not _TAG_KEY.match(key):
+        return (
+            "holds a character MLflow refuses in a tag key (it takes letters, digits, "
+            "_ - . : / and spaces)"
+        )
+    norm = posixpath.normpath(key)
+    if norm != key or norm == "." or norm.startswith(("..", "/")):
+        return "reads as a file path MLflow would change (a leading /, //, a trailing /, . or ..)"
+    if key.startswith("mlflow."):
+        return "is in MLflow's own mlflow. namespace"
+    return ""
+
+
+def parse_run_tags(raw: str, source: str) -> tuple[dict[str, str], list[tuple[str, str]]]:
+    """`key=value,key=value` from a run-tags annotation: the good tags, and why each other one
+    was left out."""
+    tags: dict[str, str] = {}
+    problems: list[tuple[str, str]] = []
+    for item in raw.split(","):
+        if not item.strip():
+            continue
+        key, sep, value = item.partition("=")
+        key, value = key.strip(), value.strip()
+        reason = "is not key=value" if not sep else check_tag_key(key)
+        if not reason and len(value) > MAX_TAG_VALUE:
+            reason = f"has a value longer than MLflow's {MAX_TAG_VALUE} characters"
+        if reason:
+            problems.append((source, f"run tag {shown(clip(item.strip(), 60))} {reason}; left out"))
+            continue
+        tags[key] = value
+    return tags, problems
+
+
+def switch(raw: Any, source: str, problems: list[tuple[str, str]]) -> bool | None:
+    """A true/false annotation (the opt-in's words): None when absent or not one of them."""
+    if raw is None:
+        return None
+    word = raw.strip().lower() if isinstance(raw, str) else None
+    if word in _TRUE:
+        return True
+    if word in _FALSE:
+        return False
+    problems.append((source, f"{shown(raw)} is neither true nor false; ignored"))
+    return None
+
+
+def provenance(
+    metadata: dict[str, Any], settings: Settings, namespace: str, service_account: str
+) -> Provenance:
+    """For a Pod (its metadata) in `namespace`, running as `service_account`."""
+    labels = metadata.get("labels") or {}
+    annotations = metadata.get("annotations") or {}
+    out = Provenance()
+    key = f"{settings.prefix}/system-metrics"
+    pod_metrics = switch(annotations.get(key), f"annotation {key}", out.problems)
+    ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", out.problems)
+    out.system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
+    if not settings.run_context:
+        return out
+    ours = {"k8s.namespace.name": namespace, f"{settings.prefix}/service-account": service_account}
+    out.tags = _tags(metadata, labels, annotations, settings, ours, out.problems)
+    out.node_id = _node_id(labels, annotations)
+    return out
+
+
+def _tags(
+    metadata: dict[str, Any],
+    labels: dict[str, str],
+    annotations: dict[str, str],
+    settings: Settings,
+    given: dict[str, str],
+    problems: list[tuple[str, str]],
+) -> dict[str, str]:
+    ours: dict[str, str] = {}
+    if settings.cluster_name:
+        ours["k8s.cluster.name"] = settings.cluster_name
+    ours["k8s.namespace.name"] = given["k8s.namespace.name"]
+    ours["k8s.pod.name"] = _REF[POD_NAME_VAR]
+    ours["k8s.pod.uid"] = _REF[POD_UID_VAR]
+    ours["k8s.node.name"] = _REF[NODE_NAME_VAR]
+    ours.update(given)
+    ours.update(_owner(metadata, labels, settings.prefix))
+    for label in LABELS:
+        value = labels.get(label)
+        if value:
+            ours[f"k8s.pod.label.{label}"] = value
+    for annotation in ANNOTATIONS:
+        value = annotations.get(annotation)
+        if value and annotation not in labels:
+            ours[f"k8s.pod.annotation.{annotation}"] = clip(value, MAX_TAG_VALUE)
+    key = f"{settings.prefix}/run-tags"
+    extra: dict[str, str] = {}
+    for raw, source in (
+        (settings.run_tags, f"namespace annotation {key}"),
+        (annotations.get(key), f"annotation {key}"),
+    ):
+        if isinstance(raw, str):
+            tags, found = parse_run_tags(raw, source)
+            extra.update(tags)  # the Pod's after the namespace's: the Pod's win
+            problems += found
+    for name in sorted(extra.keys() & ours.keys()):
+        problems.append(
+            (f"annotation {key}", f"run tag {name!r} would hide the webhook's own; left out")
+        )
+    tags = {k: v if v in _REFS else escaped(v) for k, v in ours.items()}
+    tags.update((k, escaped(v)) for k, v in extra.items() if k not in ours)
+    return tags
+
+
+def _owner(metadata: dict[str, Any], labels: dict[str, str], prefix: str) -> dict[str, str]:
+    """The controlling owner: OpenTelemetry's keys for the kinds it names, ours for the rest."""
+    refs = metadata.get("ownerReferences")
+    for ref in refs if isinstance(refs, list) else ():
+        if not isinstance(ref, dict) or ref.get("controller") is not True:
+            continue
+        kind, name, uid = (_string(ref.get(k)) for k in ("kind", "name", "uid"))
+        semconv = _SEMCONV_OWNERS.get(kind)
+        if semconv is None:
+            return {f"{prefix}/owner-kind": kind, f"{prefix}/owner-name": name,
+                    f"{prefix}/owner-uid": uid}  # fmt: skip
+        out = {f"k8s.{semconv}.name": name, f"k8s.{semconv}.uid": uid}
+        # A Deployment's ReplicaSet is named `<deployment>-<pod-template-hash>`, the rule the
+        # OpenTelemetry collector's k8sattributes processor applies too.
+        template_hash = labels.get("pod-template-hash")
+        if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
+            out["k8s.deployment.name"] = name[: -len(template_hash) - 1]
+        return out
+    return {}
+
+
+def _string(value: Any) -> str:
+    # The API server sends only Pods that decode, but other clients may send anything.
+    return value if isinstance(value, str) else ""
+
+
+def _node_id(labels: dict[str, str], annotations: dict[str, str]) -> str | None:
+    """The Pod's place in a multi-Pod job, stable across its restarts where an index allows,
+    else its name; None for a Pod of no such job, whose system metrics keep their plain names.
+
+    Label values hold only letters, digits, `-`, `_` and `.`: nothing to escape.
+    """
+    index = labels.get(JOB_INDEX) or annotations.get(JOB_INDEX)
+    kind, replica = labels.get(REPLICA_TYPE), labels.get(REPLICA_INDEX)
+    if labels.get(TRAINING_JOB) and (kind or labels.get(JOB_ROLE)):
+        # The MPI Operator's launcher has a role and no index, as the one launcher.
+        name = kind or labels[JOB_ROLE]
+        return f"{name}-{replica}" if replica else name
+    if labels.get(REPLICATED_JOB):
+        parts = (labels[REPLICATED_JOB], labels.get(JOBSET_JOB_INDEX), index)
+        return "-".join(p for p in parts if p)
+    if index:
+        return f"index-{index}"
+    if labels.get(RAY_CLUSTER):
+        return "head" if labels.get(RAY_NODE_TYPE) == "head" else _REF[POD_NAME_VAR]
+    return None
