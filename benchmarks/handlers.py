@@ -1,6 +1,6 @@
 """Our admission handler against the floor's, called in-process: no TLS, no sockets, no loop.
 
-    .venv/bin/python -m benchmarks.handlers [--compare floor|namespace-settings]
+    .venv/bin/python -m benchmarks.handlers [--compare floor|namespace-settings|run-context]
 
 Separates the handler's own work (parse, decide, patch, metrics, decision log, response) from
 what HTTP and TLS cost, which `benchmarks.load` measures together. `--compare
@@ -60,18 +60,21 @@ async def per_call(
     return (time.perf_counter() - started) / n * 1e6
 
 
-def ours(namespace_settings: bool | None) -> Callable[[Any], Awaitable[Any]]:
+def ours(
+    namespace_settings: bool | None, run_context: bool = True
+) -> Callable[[Any], Awaitable[Any]]:
     """Our handler, bound to its state. With `namespace_settings` (on or off) it has the cluster
     side's real caches, as the leader has them once its watches are synced: the ServiceAccount
     known, and the request's namespace (team-a) carrying its own tracking URI and role."""
-    config = ServeConfig(settings=settings(), namespace_settings=bool(namespace_settings))
-    state = handlers.State(config, settings=settings())
+    chosen = settings(run_context=run_context)  # on, as `serve` has it by default
+    config = ServeConfig(settings=chosen, namespace_settings=bool(namespace_settings))
+    state = handlers.State(config, settings=chosen)
     if namespace_settings is not None:
         cluster = SimpleNamespace(
             accounts=AccountCache(client.ApiClient(), "sagemaker-mlflow-sa"),
             namespaces=NamespaceCache(client.ApiClient(), "mlflow-webhook.io"),
             resolve=functools.lru_cache(maxsize=1024)(
-                functools.partial(namespaces.resolve, base=settings())
+                functools.partial(namespaces.resolve, base=chosen)
             ),
         )
         cluster.accounts.add("team-a")
@@ -83,7 +86,9 @@ def ours(namespace_settings: bool | None) -> Callable[[Any], Awaitable[Any]]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--compare", choices=("floor", "namespace-settings"), default="floor")
+    parser.add_argument(
+        "--compare", choices=("floor", "namespace-settings", "run-context"), default="floor"
+    )
     args = parser.parse_args()
     configure("info")
     [log] = logging.getLogger().handlers
@@ -91,6 +96,8 @@ async def main() -> None:
     log.fd = os.open(os.devnull, os.O_WRONLY)  # the decision log is written, to nowhere
     if args.compare == "floor":
         pair = {"floor": floor.mutate, "ours": ours(None)}
+    elif args.compare == "run-context":
+        pair = {"off": ours(None, run_context=False), "on": ours(None)}
     else:
         pair = {"off": ours(False), "on": ours(True)}
     (base, base_handler), (mine, our_handler) = pair.items()

@@ -1,14 +1,15 @@
 """Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
 
     .venv/bin/python -m benchmarks.load [--seconds 3] [--rounds 10] [--connections 16]
-        [--compare floor|namespace-settings]
+        [--compare floor|namespace-settings|run-context]
 
 Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
 run, alternating servers round by round so that drift on a noisy machine hits both alike.
 
 `--compare namespace-settings` measures instead what a namespace's own settings cost: the
 webhook with a real control plane (../shared/kube), the request namespace carrying its own
-tracking URI and role, `--namespace-settings off` against `on`.
+tracking URI and role, `--namespace-settings off` against `on`. `--compare run-context`
+measures what the run context costs: `--run-context off` against `on`.
 """
 
 from __future__ import annotations
@@ -160,13 +161,18 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--memory-requests", type=int, default=100_000)
-    parser.add_argument("--compare", choices=("floor", "namespace-settings"), default="floor")
+    parser.add_argument(
+        "--compare", choices=("floor", "namespace-settings", "run-context"), default="floor"
+    )
     args = parser.parse_args()
     if args.compare == "namespace-settings":
         from benchmarks.tenants import Tenants
 
         with Tenants() as tenants:
             compare(args, tenants.servers)
+        return
+    if args.compare == "run-context":
+        compare(args, {"off": ("--run-context", "off"), "on": ("--run-context", "on")})
         return
     compare(args, {"floor": (), "ours": ()})
 

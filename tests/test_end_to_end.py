@@ -105,21 +105,6 @@ def injected(
     return mutated, chain.container_env(mutated, "pytorch")
 
 
-def kubelet_token(
-    plane: ControlPlane, pod: dict[str, Any], env: dict[str, str], root: Path, **override: str
-) -> None:
-    """What the kubelet does for the injected volume: a TokenRequest for the Pod's
-    ServiceAccount, with the volume's audience and lifetime, written where the Pod mounts it."""
-    source = chain.token_source(pod)
-    token = plane.token(
-        override.get("service_account", pod["spec"]["serviceAccountName"]),
-        "team-a",
-        audience=override.get("audience", source["audience"]),
-        duration=f"{source['expirationSeconds']}s",
-    )
-    chain.write_token(root, pod, env, token)
-
-
 def test_tracking_server_arn_with_irsa(
     irsa_webhook: WebhookProcess,
     stack: chain.Aws,
@@ -133,7 +118,7 @@ def test_tracking_server_arn_with_irsa(
     assert env["MLFLOW_TRACKING_URI"] == chain.SERVER_ARN
     assert env["AWS_REGION"] == chain.REGION
     assert env["MLFLOW_EXPERIMENT_NAME"] == "llama"
-    kubelet_token(cluster, pod, env, tmp_path)
+    chain.kubelet_token(cluster, pod, env, tmp_path)
     seen_before, verdicts_before = len(front.seen), len(stack.sts.verdicts)
 
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
@@ -189,7 +174,7 @@ def test_a_token_sts_must_refuse(
     """A real token from the control plane, but not one the role trusts: no credentials, so
     the training process fails and MLflow sees nothing."""
     pod, env = injected(irsa_webhook, "refused")
-    kubelet_token(cluster, pod, env, tmp_path, **override)
+    chain.kubelet_token(cluster, pod, env, tmp_path, **override)
     seen_before, verdicts_before = len(front.seen), len(stack.sts.verdicts)
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
     assert result.returncode != 0, case
@@ -209,7 +194,7 @@ def test_a_pod_with_another_service_account_gets_no_credentials(
     token is that account's, and the role's trust refuses it."""
     pod, env = injected(irsa_webhook, "other-sa", service_account="other-sa")
     assert pod["spec"]["serviceAccountName"] == "other-sa"
-    kubelet_token(cluster, pod, env, tmp_path)
+    chain.kubelet_token(cluster, pod, env, tmp_path)
     verdicts_before = len(stack.sts.verdicts)
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
     assert result.returncode != 0
@@ -233,7 +218,7 @@ def test_artifacts_outside_the_pod_prefix_are_denied(
         {"name": "elsewhere", "artifact_location": f"s3://{chain.BUCKET}/elsewhere"},
     )
     pod, env = injected(irsa_webhook, "elsewhere")
-    kubelet_token(cluster, pod, env, tmp_path)
+    chain.kubelet_token(cluster, pod, env, tmp_path)
     calls_before = len(stack.gate.calls)
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
     assert result.returncode != 0
@@ -320,7 +305,7 @@ def test_mlflow_app_arn_created_by_the_bootstrap(
     finally:
         webhook.stop()
     assert env["MLFLOW_TRACKING_URI"] == app_arn
-    kubelet_token(cluster, pod, env, tmp_path)
+    chain.kubelet_token(cluster, pod, env, tmp_path)
     seen_before = len(front.seen)
     result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
     assert result.returncode == 0, result.stderr[-3000:]

@@ -20,6 +20,8 @@ from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.aws.sts import StsEmulator
 from tests.e2e import venv
 from tests.e2e.front import Front
+from tests.kube import kubelet
+from tests.kube.controlplane import ControlPlane
 from tests.servers import WebhookProcess
 from tests.support import apply, decode_patch, free_port, review_for
 from webhook.core import policies
@@ -200,8 +202,28 @@ def admit(
 
 
 def container_env(pod: dict[str, Any], name: str) -> dict[str, str]:
-    [container] = [c for c in pod["spec"]["containers"] if c["name"] == name]
-    return {e["name"]: e["value"] for e in container.get("env", []) if "value" in e}
+    """The named container's variables as the kubelet resolves them (Downward API, `$(VAR)`)."""
+    return kubelet.environment(pod, name)
+
+
+def kubelet_token(
+    plane: ControlPlane,
+    pod: dict[str, Any],
+    env: dict[str, str],
+    root: Path,
+    namespace: str = "team-a",
+    **override: str,
+) -> None:
+    """What the kubelet does for the injected volume: a TokenRequest for the Pod's
+    ServiceAccount, with the volume's audience and lifetime, written where the Pod mounts it."""
+    source = token_source(pod)
+    token = plane.token(
+        override.get("service_account", pod["spec"]["serviceAccountName"]),
+        namespace,
+        audience=override.get("audience", source["audience"]),
+        duration=f"{source['expirationSeconds']}s",
+    )
+    write_token(root, pod, env, token)
 
 
 def token_source(pod: dict[str, Any]) -> dict[str, Any]:

@@ -17,8 +17,7 @@ import orjson
 from webhook.core.echo import clip, shown
 from webhook.core.optin import mapping
 from webhook.core.provenance import (
-    DOWNWARD_ENTRIES,
-    NODE_ID_VAR,
+    DOWNWARD,
     OURS_MARK,
     RUN_CONTEXT_VAR,
     escaped,
@@ -181,7 +180,7 @@ def mutate(
             path = f"/spec/{list_name}/{index}"
             # Only IRSA reads the mounts: where the token is, and whether ours is needed.
             token, has_mount = _mounts(container, path, token_name, out) if irsa else ("", True)
-            own = {**env, **where.env(container)}
+            own: dict[str, str | dict[str, Any]] = {**env, **where.env(container)}
             if token and token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
                 own[IDENTITY_FILE_VAR] = token
             _container_env(container, path, own, out)
@@ -264,8 +263,9 @@ def _field(path: str, key: str) -> str:
 
 
 def _container_env(
-    container: dict[str, Any], path: str, env: dict[str, str], out: Mutation
+    container: dict[str, Any], path: str, env: dict[str, str | dict[str, Any]], out: Mutation
 ) -> None:
+    """Add what `env` holds and the container lacks: a str is a value, a dict a whole entry."""
     current = container.get("env") or ()
     # One pass in C reads every name and checks every entry is an object; entries are looked
     # up one by one only for the few names we share, which most Pods have none of.
@@ -276,27 +276,46 @@ def _container_env(
             raise Unreadable(f"{_field(path, 'env')} is not a list of objects") from None
         raise Unreadable(f"{path}/env has an entry whose name is not a string") from None
     if names.isdisjoint(env):
-        missing = [{"name": k, "value": v} for k, v in env.items()]
+        missing = [{"name": k, "value": v} if isinstance(v, str) else v for k, v in env.items()]
     else:
-        missing = []
-        for name, value in env.items():
-            if name not in names:
-                missing.append({"name": name, "value": value})
-                continue
-            index, have = next((i, e) for i, e in enumerate(current) if e.get("name") == name)
-            if have.get("value") == value and "valueFrom" not in have:
-                continue
-            if name == RUN_CONTEXT_VAR and _ours(have, names):
-                # Ours, from a call before another webhook changed the Pod (its image, say):
-                # the Pod as it is now is what the run ran as.
-                out.patch.append(
-                    {"op": "replace", "path": f"{path}/env/{index}/value", "value": value}
-                )
-                continue
-            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
-    if RUN_CONTEXT_VAR in env or NODE_ID_VAR in env:
-        missing = _with_downward(missing, names, container, path, out)
+        missing = _missing(container, path, env, names, out)
     _extend(out.patch, container, path, "env", missing)
+
+
+def _missing(
+    container: dict[str, Any],
+    path: str,
+    env: dict[str, str | dict[str, Any]],
+    names: set[Any],
+    out: Mutation,
+) -> list[Any]:
+    """`_container_env` where the container already sets some of the names."""
+    current = container.get("env") or ()
+    missing: list[Any] = []
+    differ: list[str] = []
+    for name, value in env.items():
+        if name not in names:
+            missing.append({"name": name, "value": value} if isinstance(value, str) else value)
+            continue
+        index, have = next((i, e) for i, e in enumerate(current) if e.get("name") == name)
+        if isinstance(value, dict):
+            if have != value:
+                differ.append(name)
+        elif have.get("value") == value and "valueFrom" not in have:
+            continue
+        elif name == RUN_CONTEXT_VAR and _ours(have, names):
+            # Ours, from a call before another webhook changed the Pod (its image, say):
+            # the Pod as it is now is what the run ran as.
+            out.patch.append({"op": "replace", "path": f"{path}/env/{index}/value", "value": value})
+        else:
+            differ.append(name)
+    # A Downward API variable is added, or its own definition worth a note, only where a
+    # value added here refers to it (not where the container keeps its own run context).
+    used = {n for e in missing if isinstance(e.get("value"), str) for n in references(e["value"])}
+    for name in differ:
+        if name not in DOWNWARD or name in used:
+            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
+    return [e for e in missing if e["name"] not in DOWNWARD or e["name"] in used]
 
 
 def _ours(have: dict[str, Any], names: set[Any]) -> bool:
@@ -308,32 +327,6 @@ def _ours(have: dict[str, Any], names: set[Any]) -> bool:
         and OURS_MARK in value
         and all(name in names for name in references(value))
     )
-
-
-def _with_downward(
-    missing: list[dict[str, Any]],
-    names: set[Any],
-    container: dict[str, Any],
-    path: str,
-    out: Mutation,
-) -> list[dict[str, Any]]:
-    """`missing`, with the Downward API variables its values refer to defined before them."""
-    needed: list[str] = []
-    at = len(missing)
-    for position, entry in enumerate(missing):
-        for name in references(entry["value"]):
-            at = min(at, position)
-            if name not in needed:
-                needed.append(name)
-    added = []
-    for name in needed:
-        if name not in names:
-            added.append(DOWNWARD_ENTRIES[name])
-            continue
-        have = next(e for e in container.get("env") or () if e.get("name") == name)
-        if have != DOWNWARD_ENTRIES[name]:
-            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
-    return missing[:at] + added + missing[at:]
 
 
 def _mounts(container: dict[str, Any], path: str, name: str, out: Mutation) -> tuple[str, bool]:

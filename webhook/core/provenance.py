@@ -18,6 +18,7 @@ uid is a UUID, none of which holds a quote, a backslash or a control character.
 
 from __future__ import annotations
 
+import functools
 import posixpath
 import re
 from dataclasses import dataclass, field
@@ -108,16 +109,26 @@ class Provenance:
     # (target, reason) pairs, for the mutation's notes.
     problems: list[tuple[str, str]] = field(default_factory=list)
 
-    def env(self, container: dict[str, Any]) -> dict[str, str]:
-        """This container's variables; the Downward API ones they refer to are the caller's."""
-        out: dict[str, str] = {}
-        if self.tags:
-            out[RUN_CONTEXT_VAR] = run_context(self.tags, container)
+    def env(self, container: dict[str, Any]) -> dict[str, str | dict[str, Any]]:
+        """This container's variables, by name, in order: the Downward API entries the others
+        refer to (as whole entries), then the values."""
+        if not self.tags:
+            return self._after
+        context = self._tags_json + _container_json(container)
+        return {**self._before, RUN_CONTEXT_VAR: context, **self._after}
+
+    def __post_init__(self) -> None:
+        """Work every container shares, done once a Pod."""
+        after: dict[str, str | dict[str, Any]] = {}
         if self.node_id is not None:
-            out[NODE_ID_VAR] = self.node_id
+            after[NODE_ID_VAR] = self.node_id
         if self.system_metrics:
-            out[SYSTEM_METRICS_VAR] = "true"
-        return out
+            after[SYSTEM_METRICS_VAR] = "true"
+        self._after = after
+        needed = list(DOWNWARD) if self.tags else references(self.node_id or "")
+        self._before = {name: DOWNWARD_ENTRIES[name] for name in needed}
+        # The Pod's tags as a JSON object left open, for each container to close with its own.
+        self._tags_json = orjson.dumps(self.tags).decode()[:-1] + ","
 
 
 def _downward(name: str) -> dict[str, Any]:
@@ -143,19 +154,34 @@ def references(value: str) -> list[str]:
 
 def run_context(tags: dict[str, str], container: dict[str, Any]) -> str:
     """The `MLFLOW_RUN_CONTEXT` value for one container: the Pod's tags and its own."""
-    own = {"k8s.container.name": escaped(_string(container.get("name")))}
+    return Provenance(tags).env(container)[RUN_CONTEXT_VAR]  # type: ignore[return-value]
+
+
+def _container_json(container: dict[str, Any]) -> str:
+    """The container's own tags, as the end of a JSON object (`"k":"v",...}`)."""
     image = container.get("image")
-    if isinstance(image, str) and image:
+    name = _string(container.get("name"))
+    return _container_tags(name, image if isinstance(image, str) else "")
+
+
+@functools.lru_cache(maxsize=1024)
+def _container_tags(name: str, image: str) -> str:
+    # Pure, and many containers share a name and an image: one JSON write each.
+    own = {"k8s.container.name": escaped(name)}
+    if image:
         own.update(image_tags(image))
-    return orjson.dumps({**tags, **own}).decode()
+    return orjson.dumps(own).decode()[1:]
 
 
 def image_tags(image: str) -> dict[str, str]:
     """`container.image.*` for an image reference `name[:tag][@digest]` (escaped)."""
     name, _, digest = image.partition("@")
+    if not name or not digest:
+        name, digest = image, ""  # not a reference by digest: the whole of it is the name
     tag = ""
     slash, colon = name.rfind("/"), name.rfind(":")
-    if colon > slash:  # a colon before the last slash is a registry's port
+    # A colon before the last slash is a registry's port.
+    if slash < colon < len(name) - 1 and colon > 0:
         name, tag = name[:colon], name[colon + 1 :]
     out = {"container.image.name": escaped(name)}
     if tag:
@@ -223,17 +249,16 @@ def provenance(
     """For a Pod (its metadata) in `namespace`, running as `service_account`."""
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
-    out = Provenance()
+    problems: list[tuple[str, str]] = []
     key = f"{settings.prefix}/system-metrics"
-    pod_metrics = switch(annotations.get(key), f"annotation {key}", out.problems)
-    ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", out.problems)
-    out.system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
+    pod_metrics = switch(annotations.get(key), f"annotation {key}", problems)
+    ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", problems)
+    system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
     if not settings.run_context:
-        return out
+        return Provenance(system_metrics=system_metrics, problems=problems)
     ours = {"k8s.namespace.name": namespace, f"{settings.prefix}/service-account": service_account}
-    out.tags = _tags(metadata, labels, annotations, settings, ours, out.problems)
-    out.node_id = _node_id(labels, annotations)
-    return out
+    tags = _tags(metadata, labels, annotations, settings, ours, problems)
+    return Provenance(tags, _node_id(labels, annotations), system_metrics, problems)
 
 
 def _tags(
