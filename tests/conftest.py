@@ -7,6 +7,8 @@ import pytest
 
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
+from tests.e2e import chain
+from tests.e2e.front import Front
 from tests.kube.controlplane import ControlPlane, missing_reason
 from tests.servers import WebhookProcess, start
 
@@ -62,3 +64,29 @@ def control_plane() -> Iterator[ControlPlane]:
     plane.start()
     yield plane
     plane.stop()
+
+
+# The end-to-end chain (tests/e2e/chain.py), once a module: moto with STS and IAM in front,
+# a real `mlflow server`, and the SageMaker front-door emulator before it.
+@pytest.fixture(scope="module")
+def stack() -> Iterator[chain.Aws]:
+    aws = chain.Aws.start()
+    yield aws
+    aws.stop()
+
+
+@pytest.fixture(scope="module")
+def mlflow(
+    stack: chain.Aws, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[chain.MlflowServer]:
+    server = chain.MlflowServer(tmp_path_factory.mktemp("mlflow"), stack.moto)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def front(mlflow: chain.MlflowServer) -> Iterator[Front]:
+    emulator = Front(mlflow.url)
+    emulator.start()
+    yield emulator
+    emulator.stop()

@@ -30,30 +30,6 @@ SA = "sagemaker-mlflow-sa"
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[chain.Aws]:
-    aws = chain.Aws.start()
-    yield aws
-    aws.stop()
-
-
-@pytest.fixture(scope="module")
-def mlflow(
-    stack: chain.Aws, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[chain.MlflowServer]:
-    server = chain.MlflowServer(tmp_path_factory.mktemp("mlflow"), stack.moto)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def front(mlflow: chain.MlflowServer) -> Iterator[Front]:
-    emulator = Front(mlflow.url)
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
 def cluster(control_plane: ControlPlane, stack: chain.Aws) -> ControlPlane:
     """team-a with our ServiceAccount and another; STS trusts the cluster's issuer keys."""
     discovery = json.loads(

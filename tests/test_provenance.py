@@ -18,10 +18,9 @@ import pytest
 
 from tests.e2e import chain, venv
 from tests.e2e.front import Front
-from tests.kube.controlplane import ControlPlane, eventually, replica
+from tests.kube.controlplane import ControlPlane, eventually, installed
 from tests.kube.kubelet import environment
 from tests.servers import WebhookProcess
-from tests.support import free_port
 
 pytestmark = pytest.mark.timeout(900)
 NS = "team-a"
@@ -61,30 +60,6 @@ CRD = {
 
 
 @pytest.fixture(scope="module")
-def stack() -> Iterator[chain.Aws]:
-    aws = chain.Aws.start()
-    yield aws
-    aws.stop()
-
-
-@pytest.fixture(scope="module")
-def mlflow(
-    stack: chain.Aws, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[chain.MlflowServer]:
-    server = chain.MlflowServer(tmp_path_factory.mktemp("mlflow"), stack.moto)
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
-def front(mlflow: chain.MlflowServer) -> Iterator[Front]:
-    emulator = Front(mlflow.url)
-    emulator.start()
-    yield emulator
-    emulator.stop()
-
-
-@pytest.fixture(scope="module")
 def webhook(
     control_plane: ControlPlane, stack: chain.Aws, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[WebhookProcess]:
@@ -93,13 +68,9 @@ def webhook(
     stack.sts.trust_keys(
         json.loads(control_plane.kubectl("get", "--raw", "/openid/v1/jwks").stdout)
     )
-    port = free_port()
-    kubeconfig = control_plane.install(port)
-    server = replica(
+    server = installed(
         control_plane,
-        kubeconfig,
         tmp_path_factory.mktemp("certs"),
-        port,
         "--tracking-uri",
         chain.SERVER_ARN,
         "--role-arn",

@@ -16,6 +16,7 @@ import json
 import shutil
 import sys
 import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +95,10 @@ def main() -> int:
         show("2. the webhook's patch, decoded", json.dumps(patch, indent=2))
         # The whole object, as the API server stores it once every webhook has run.
         show("3. the Pod the API server stores", mutated)
+        # What the API server and the scheduler add later, which the Downward API gives the
+        # container and so its run context (no control plane here to do it).
+        mutated["metadata"]["uid"] = str(uuid.uuid4())
+        mutated["spec"]["nodeName"] = "ip-10-0-1-23.us-west-2.compute.internal"
         env = chain.container_env(mutated, "pytorch")
         account = mutated["spec"]["serviceAccountName"]
         audience = chain.token_source(mutated)["audience"]
@@ -112,11 +117,17 @@ def main() -> int:
         info = run["info"]
         url = f"{mlflow.url}/#/experiments/{info['experiment_id']}/runs/{info['run_id']}"
         metrics = {m["key"]: m["value"] for m in run["data"]["metrics"]}
+        where = {
+            t["key"]: t["value"]
+            for t in run["data"].get("tags", [])
+            if t["key"].startswith(("k8s.", "container.", "mlflow-webhook.io/"))
+        }
         show(
             "5. the result, read back from MLflow",
             {
                 "run": url,
                 "metrics": metrics,
+                "where it ran (run tags)": where,
                 "artifacts in S3": chain.s3_keys(aws.moto, info["artifact_uri"]),
                 "tokens STS verified, for": sorted(
                     {v.subject for v in aws.sts.verdicts if v.allowed}

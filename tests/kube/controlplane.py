@@ -27,6 +27,7 @@ import yaml
 
 from tests.kube.settings import filled, kustomize
 from tests.servers import WebhookProcess
+from tests.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # A checkout beside ../shared (this workplace and its CI); MLFLOW_WEBHOOK_KUBE names another.
@@ -322,6 +323,12 @@ def replica(
         *args,
         port=port,
     )
+
+
+def installed(plane: ControlPlane, cert_dir: Path, *args: str, fast: bool = True) -> WebhookProcess:
+    """The manifests applied (`ControlPlane.install`) and one replica serving them."""
+    port = free_port()
+    return replica(plane, plane.install(port), cert_dir, port, *args, fast=fast)
 
 
 # Kinds the tests read and write: (API prefix, plural, namespaced).
