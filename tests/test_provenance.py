@@ -1,9 +1,10 @@
-"""Provenance on the real control plane: workloads made by the real Job and Deployment
-controllers, and a Kubeflow-style PyTorchJob's master and worker, are created through the API
-server, which calls the installed webhook. Each container's environment is resolved as the
-kubelet would (`tests.kube.kubelet`), and the real MLflow client starts a run with exactly that
-environment, through the `sagemaker-mlflow` plugin, against a real `mlflow server`. The run's
-tags, read back from the server, name where it ran.
+"""Provenance, and the EKS pod-identity webhook's wiring, on the real control plane: workloads
+made by the real Job and Deployment controllers, and a Kubeflow-style PyTorchJob's master and
+worker, are created through the API server, which calls the installed webhook. Each
+container's environment is resolved as the kubelet would (`tests.kube.kubelet`), and the real
+MLflow client starts a run with exactly that environment, through the `sagemaker-mlflow`
+plugin, against a real `mlflow server`. The run's tags, read back from the server, name where
+it ran.
 """
 
 from __future__ import annotations
@@ -376,3 +377,45 @@ def test_every_run_of_one_job_is_found_by_its_tag(
     assert search(by_job, pod, control_plane, stack, front, tmp_path) == sorted(
         [ids["index-0"], ids["index-1"]]
     )
+
+
+def test_the_api_server_stores_a_windows_pod_with_the_windows_token_path(
+    control_plane: ControlPlane, webhook: WebhookProcess
+) -> None:
+    """As the EKS pod-identity webhook would wire it: the token's Windows path where the Pod
+    selects Windows nodes, and no credentials in a container skip-containers names."""
+    pod = {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": "windows-trainer",
+            "annotations": {
+                "mlflow-webhook.io/inject": "true",
+                "eks.amazonaws.com/skip-containers": "sidecar",
+            },
+        },
+        "spec": {
+            "nodeSelector": {"kubernetes.io/os": "windows"},
+            "containers": [
+                {"name": "main", "image": "mcr.microsoft.com/windows/servercore:ltsc2022"},
+                {"name": "sidecar", "image": "mcr.microsoft.com/windows/nanoserver:ltsc2022"},
+            ],
+        },
+    }
+    status, body = control_plane.rest("POST", f"/api/v1/namespaces/{NS}/pods", pod)
+    assert status == 201, body
+    stored = control_plane.get("pod", "windows-trainer", NS)
+    assert stored is not None
+    main, sidecar = stored["spec"]["containers"]
+    env = environment(stored, "main")
+    assert env["AWS_WEB_IDENTITY_TOKEN_FILE"] == (
+        "C:\\var\\run\\secrets\\eks.amazonaws.com\\serviceaccount\\token"
+    )
+    assert env["AWS_ROLE_ARN"] == chain.ROLE_ARN
+    assert {m["mountPath"] for m in main["volumeMounts"] if m["name"] == "aws-iam-token"} == {
+        "/var/run/secrets/eks.amazonaws.com/serviceaccount"
+    }
+    side = environment(stored, "sidecar")
+    assert "AWS_ROLE_ARN" not in side and "AWS_WEB_IDENTITY_TOKEN_FILE" not in side
+    assert side["MLFLOW_TRACKING_URI"] == chain.SERVER_ARN
+    assert all(m["name"] != "aws-iam-token" for m in sidecar.get("volumeMounts", []))

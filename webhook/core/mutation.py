@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from webhook.core.echo import clip, shown
+from webhook.core.irsa import SKIP_CONTAINERS, Irsa
+from webhook.core.irsa import read as read_irsa
 from webhook.core.optin import mapping
 from webhook.core.provenance import (
     DOWNWARD,
@@ -36,6 +38,8 @@ from webhook.core.settings import (
 Op = dict[str, Any]
 DEFAULT_SERVICE_ACCOUNTS = ("", "default")
 IDENTITY_FILE_VAR = "AWS_WEB_IDENTITY_TOKEN_FILE"
+# Either one set by a container means the pod-identity webhook adds neither (addEnvToContainer).
+_IDENTITY = ("AWS_ROLE_ARN", IDENTITY_FILE_VAR)
 # Tuples, not `str | None`: a union is built anew each time the expression runs.
 _STRING_OR_NULL = (str, type(None))
 _LIST_OR_NULL = (list, type(None))
@@ -84,10 +88,10 @@ def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
     return env
 
 
-def token_volume() -> dict[str, Any]:
+def token_volume(expiration: int = TOKEN_EXPIRATION_SECONDS) -> dict[str, Any]:
     source = {
         "audience": TOKEN_AUDIENCE,
-        "expirationSeconds": TOKEN_EXPIRATION_SECONDS,
+        "expirationSeconds": expiration,
         "path": "token",
     }
     return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
@@ -165,34 +169,73 @@ def mutate(
     # The Pod's own experiment wins over its namespace's default.
     experiment = annotations.get(settings.experiment_key) or settings.experiment
     env = wanted_env(settings, experiment)
-    irsa = settings.credentials == "irsa"
+    irsa = read_irsa(metadata, spec) if settings.credentials == "irsa" else None
     wanted = _wanted_containers(annotations.get(settings.containers_key), spec, out)
     token_name = _token_name(spec) if irsa else ""
     namespace = namespace or _string(metadata.get("namespace"))
     where = provenance(metadata, settings, namespace, out.service_account)
     out.notes += [Note(target, reason) for target, reason in where.problems]
+    if irsa is not None:
+        out.notes += [Note(target, reason) for target, reason in irsa.problems]
     mounted = False
     for list_name in ("initContainers", "containers"):
         for index, container in enumerate(spec.get(list_name) or ()):
             name = container.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            path = f"/spec/{list_name}/{index}"
-            # Only IRSA reads the mounts: where the token is, and whether ours is needed.
-            token, has_mount = _mounts(container, path, token_name, out) if irsa else ("", True)
             own: dict[str, str | dict[str, Any]] = {**env, **where.env(container)}
-            if token and token != TOKEN_FILE and IDENTITY_FILE_VAR in env:
-                own[IDENTITY_FILE_VAR] = token
-            _container_env(container, path, own, out)
-            if not has_mount:
-                mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
-                _extend(out.patch, container, path, "volumeMounts", [mount])
-                mounted = True
+            path = f"/spec/{list_name}/{index}"
+            names = _env_names(container, path)
+            if irsa is not None and _credentials(container, path, names, irsa, own, out):
+                # Only IRSA reads the mounts: where the token is, and whether ours is needed.
+                token, has_mount = _mounts(container, path, token_name, out)
+                if IDENTITY_FILE_VAR in own and (token != TOKEN_FILE or irsa.windows):
+                    own[IDENTITY_FILE_VAR] = escaped(irsa.token_file(token))
+                if not has_mount:
+                    mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
+                    _extend(out.patch, container, path, "volumeMounts", [mount])
+                    mounted = True
+            _container_env(container, path, own, names, out)
             out.injected.append(name)
     if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
-        _extend(out.patch, spec, "/spec", "volumes", [token_volume()])
+        expiration = irsa.expiration if irsa is not None else TOKEN_EXPIRATION_SECONDS
+        _extend(out.patch, spec, "/spec", "volumes", [token_volume(expiration)])
     _status(pod, settings, out)
     return out
+
+
+def _credentials(
+    container: dict[str, Any],
+    path: str,
+    names: set[Any],
+    irsa: Irsa,
+    own: dict[str, str | dict[str, Any]],
+    out: Mutation,
+) -> bool:
+    """Whether this container gets the token's mount, as the pod-identity webhook decides it;
+    `own` keeps the role and the token file only where it would add them."""
+    if container.get("name", "") in irsa.skipped:
+        reason = f"no AWS credentials: {SKIP_CONTAINERS} names it"
+    elif names.isdisjoint(_IDENTITY):
+        return True
+    else:
+        # Either one set means the container's credentials are its own: neither is added.
+        # Its mount still comes, as that webhook adds it: a token file it names may be there.
+        has = [k for k in _IDENTITY if k in names]
+        role: dict[str, Any] = next(
+            (e for e in container.get("env") or () if e.get("name") == _IDENTITY[0]), {}
+        )
+        reason = ""
+        if len(has) == 1:
+            other = _IDENTITY[1 - _IDENTITY.index(has[0])]
+            reason = f"sets {has[0]} but not {other}: added neither, as the EKS webhook does"
+        elif role.get("value") != own[_IDENTITY[0]] or "valueFrom" in role:
+            reason = f"kept its own {_IDENTITY[0]}"
+    for key in _IDENTITY:
+        own.pop(key, None)
+    if reason:
+        out.notes.append(Note(_target(path, container), reason))
+    return container.get("name", "") not in irsa.skipped
 
 
 def _service_account(
@@ -262,19 +305,28 @@ def _field(path: str, key: str) -> str:
     return f"{spec}.{list_name}[{index}].{key}"
 
 
-def _container_env(
-    container: dict[str, Any], path: str, env: dict[str, str | dict[str, Any]], out: Mutation
-) -> None:
-    """Add what `env` holds and the container lacks: a str is a value, a dict a whole entry."""
-    current = container.get("env") or ()
-    # One pass in C reads every name and checks every entry is an object; entries are looked
-    # up one by one only for the few names we share, which most Pods have none of.
+def _env_names(container: dict[str, Any], path: str) -> set[Any]:
+    """The names the container's env sets.
+
+    One pass in C reads every name and checks every entry is an object; entries are looked up
+    one by one only for the few names we share, which most Pods have none of.
+    """
     try:
-        names = set(map(dict.get, current, repeat("name")))
+        return set(map(dict.get, container.get("env") or (), repeat("name")))
     except TypeError:
-        if not _all(current, dict):
+        if not _all(container.get("env") or (), dict):
             raise Unreadable(f"{_field(path, 'env')} is not a list of objects") from None
         raise Unreadable(f"{path}/env has an entry whose name is not a string") from None
+
+
+def _container_env(
+    container: dict[str, Any],
+    path: str,
+    env: dict[str, str | dict[str, Any]],
+    names: set[Any],
+    out: Mutation,
+) -> None:
+    """Add what `env` holds and the container lacks: a str is a value, a dict a whole entry."""
     if names.isdisjoint(env):
         missing = [{"name": k, "value": v} if isinstance(v, str) else v for k, v in env.items()]
     else:
