@@ -22,6 +22,7 @@ from webhook.core.provenance import (
     DOWNWARD,
     OURS_MARK,
     RUN_CONTEXT_VAR,
+    Provenance,
     escaped,
     provenance,
     references,
@@ -177,13 +178,14 @@ def mutate(
     out.notes += [Note(target, reason) for target, reason in where.problems]
     if irsa is not None:
         out.notes += [Note(target, reason) for target, reason in irsa.problems]
+    every = _Wanted(env, where)
     mounted = False
     for list_name in ("initContainers", "containers"):
         for index, container in enumerate(spec.get(list_name) or ()):
             name = container.get("name", "")
             if wanted is not None and name not in wanted:
                 continue
-            own: dict[str, str | dict[str, Any]] = {**env, **where.env(container)}
+            own, entries = every.of(container)
             path = f"/spec/{list_name}/{index}"
             names = _env_names(container, path)
             if irsa is not None and _credentials(container, path, names, irsa, own, out):
@@ -195,13 +197,41 @@ def mutate(
                     mount = {"name": TOKEN_VOLUME, "mountPath": TOKEN_DIR, "readOnly": True}
                     _extend(out.patch, container, path, "volumeMounts", [mount])
                     mounted = True
-            _container_env(container, path, own, names, out)
+            # Entries made once serve only where IRSA changed nothing for this container.
+            same = len(own) == len(entries) and own.get(IDENTITY_FILE_VAR) == env.get(
+                IDENTITY_FILE_VAR
+            )
+            _container_env(container, path, own, names, out, entries if same else None)
             out.injected.append(name)
     if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
         expiration = irsa.expiration if irsa is not None else TOKEN_EXPIRATION_SECONDS
         _extend(out.patch, spec, "/spec", "volumes", [token_volume(expiration)])
     _status(pod, settings, out)
     return out
+
+
+class _Wanted:
+    """What every injected container gets, built once a Pod: by name, to compare with what a
+    container sets, and as env entries for one that sets none of them (most), which differ
+    from container to container only in the run context."""
+
+    def __init__(self, env: dict[str, str], where: Provenance) -> None:
+        self.where = where
+        self.env: dict[str, str | dict[str, Any]] = {**env, **where.template()}
+        self.entries = [
+            {"name": k, "value": v} if isinstance(v, str) else v for k, v in self.env.items()
+        ]
+        self.at = list(self.env).index(RUN_CONTEXT_VAR) if RUN_CONTEXT_VAR in self.env else -1
+
+    def of(
+        self, container: dict[str, Any]
+    ) -> tuple[dict[str, str | dict[str, Any]], list[dict[str, Any]]]:
+        env, entries = self.env.copy(), self.entries.copy()
+        if self.at >= 0:
+            context = self.where.context(container)
+            env[RUN_CONTEXT_VAR] = context
+            entries[self.at] = {"name": RUN_CONTEXT_VAR, "value": context}
+        return env, entries
 
 
 def _credentials(
@@ -325,10 +355,16 @@ def _container_env(
     env: dict[str, str | dict[str, Any]],
     names: set[Any],
     out: Mutation,
+    entries: list[dict[str, Any]] | None = None,
 ) -> None:
-    """Add what `env` holds and the container lacks: a str is a value, a dict a whole entry."""
+    """Add what `env` holds and the container lacks: a str is a value, a dict a whole entry.
+    `entries`: `env` as entries already, when the container sets none of it."""
     if names.isdisjoint(env):
-        missing = [{"name": k, "value": v} if isinstance(v, str) else v for k, v in env.items()]
+        missing = (
+            entries
+            if entries is not None
+            else [{"name": k, "value": v} if isinstance(v, str) else v for k, v in env.items()]
+        )
     else:
         missing = _missing(container, path, env, names, out)
     _extend(out.patch, container, path, "env", missing)

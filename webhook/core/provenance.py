@@ -43,7 +43,7 @@ DOWNWARD = {
     NODE_NAME_VAR: "spec.nodeName",
 }
 _REF = {name: f"$({name})" for name in DOWNWARD}
-_REFS = frozenset(_REF.values())
+_TAG_OF = {POD_NAME_VAR: "k8s.pod.name", POD_UID_VAR: "k8s.pod.uid", NODE_NAME_VAR: "k8s.node.name"}
 # How our own run context is recognised (`ours`): no one else writes this reference.
 OURS_MARK = f'"k8s.pod.uid":"{_REF[POD_UID_VAR]}"'
 
@@ -109,13 +109,17 @@ class Provenance:
     # (target, reason) pairs, for the mutation's notes.
     problems: list[tuple[str, str]] = field(default_factory=list)
 
-    def env(self, container: dict[str, Any]) -> dict[str, str | dict[str, Any]]:
-        """This container's variables, by name, in order: the Downward API entries the others
-        refer to (as whole entries), then the values."""
+    def template(self) -> dict[str, str | dict[str, Any]]:
+        """The variables every container gets, by name, in order: the Downward API entries the
+        others refer to (as whole entries), then the values; the run context's is a
+        placeholder until `context` gives each container its own."""
         if not self.tags:
-            return self._after
-        context = self._tags_json + _container_json(container)
-        return {**self._before, RUN_CONTEXT_VAR: context, **self._after}
+            return dict(self._after)
+        return {**self._before, RUN_CONTEXT_VAR: "", **self._after}
+
+    def context(self, container: dict[str, Any]) -> str:
+        """The container's `MLFLOW_RUN_CONTEXT`: the Pod's tags and its own."""
+        return self._tags_json + _container_json(container)
 
     def __post_init__(self) -> None:
         """Work every container shares, done once a Pod."""
@@ -154,7 +158,7 @@ def references(value: str) -> list[str]:
 
 def run_context(tags: dict[str, str], container: dict[str, Any]) -> str:
     """The `MLFLOW_RUN_CONTEXT` value for one container: the Pod's tags and its own."""
-    return Provenance(tags).env(container)[RUN_CONTEXT_VAR]  # type: ignore[return-value]
+    return Provenance(tags).context(container)
 
 
 def _container_json(container: dict[str, Any]) -> str:
@@ -243,69 +247,94 @@ def switch(raw: Any, source: str, problems: list[tuple[str, str]]) -> bool | Non
     return None
 
 
+@dataclass(frozen=True)
+class _Keys:
+    """Our annotation and tag keys under one prefix."""
+
+    system_metrics: str
+    run_tags: str
+    service_account: str
+    owner: tuple[str, str, str]
+
+    @staticmethod
+    @functools.lru_cache(maxsize=8)
+    def of(prefix: str) -> _Keys:
+        owner = (f"{prefix}/owner-kind", f"{prefix}/owner-name", f"{prefix}/owner-uid")
+        return _Keys(
+            f"{prefix}/system-metrics", f"{prefix}/run-tags", f"{prefix}/service-account", owner
+        )
+
+
+_LABEL_SET = frozenset(LABELS)
+_ANNOTATION_SET = frozenset(ANNOTATIONS)
+
+
 def provenance(
     metadata: dict[str, Any], settings: Settings, namespace: str, service_account: str
 ) -> Provenance:
     """For a Pod (its metadata) in `namespace`, running as `service_account`."""
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
+    keys = _Keys.of(settings.prefix)
     problems: list[tuple[str, str]] = []
-    key = f"{settings.prefix}/system-metrics"
-    pod_metrics = switch(annotations.get(key), f"annotation {key}", problems)
-    ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", problems)
-    system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
+    system_metrics = False
+    raw = annotations.get(keys.system_metrics)
+    if raw is not None or settings.system_metrics is not None:
+        key = keys.system_metrics
+        pod_metrics = switch(raw, f"annotation {key}", problems)
+        ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", problems)
+        system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
     if not settings.run_context:
         return Provenance(system_metrics=system_metrics, problems=problems)
-    ours = {"k8s.namespace.name": namespace, f"{settings.prefix}/service-account": service_account}
-    tags = _tags(metadata, labels, annotations, settings, ours, problems)
+    # The Pod's name, uid and node are the kubelet's to fill in; `escaped` leaves them be.
+    ours = {
+        "k8s.namespace.name": namespace,
+        "k8s.pod.name": _REF[POD_NAME_VAR],
+        "k8s.pod.uid": _REF[POD_UID_VAR],
+        "k8s.node.name": _REF[NODE_NAME_VAR],
+        keys.service_account: service_account,
+    }
+    if settings.cluster_name:
+        ours = {"k8s.cluster.name": settings.cluster_name, **ours}
+    _owner(metadata, labels, keys, ours)
+    # Looked up only for what the Pod has (most have none), in one fixed order, so that the
+    # context is the same string however the Pod's maps are ordered.
+    if not _LABEL_SET.isdisjoint(labels):
+        ours.update((f"k8s.pod.label.{k}", labels[k]) for k in LABELS if labels.get(k))
+    if not _ANNOTATION_SET.isdisjoint(annotations):
+        for key in ANNOTATIONS:
+            value = annotations.get(key)
+            if value and key not in labels:
+                ours[f"k8s.pod.annotation.{key}"] = clip(value, MAX_TAG_VALUE)
+    tags = {k: escaped(v) if "$" in v else v for k, v in ours.items()}
+    for name in DOWNWARD:
+        tags[_TAG_OF[name]] = _REF[name]
+    if settings.run_tags is not None or keys.run_tags in annotations:
+        _run_tags(annotations.get(keys.run_tags), settings.run_tags, keys.run_tags, tags, problems)
     return Provenance(tags, _node_id(labels, annotations), system_metrics, problems)
 
 
-def _tags(
-    metadata: dict[str, Any],
-    labels: dict[str, str],
-    annotations: dict[str, str],
-    settings: Settings,
-    given: dict[str, str],
-    problems: list[tuple[str, str]],
-) -> dict[str, str]:
-    ours: dict[str, str] = {}
-    if settings.cluster_name:
-        ours["k8s.cluster.name"] = settings.cluster_name
-    ours["k8s.namespace.name"] = given["k8s.namespace.name"]
-    ours["k8s.pod.name"] = _REF[POD_NAME_VAR]
-    ours["k8s.pod.uid"] = _REF[POD_UID_VAR]
-    ours["k8s.node.name"] = _REF[NODE_NAME_VAR]
-    ours.update(given)
-    ours.update(_owner(metadata, labels, settings.prefix))
-    for label in LABELS:
-        value = labels.get(label)
-        if value:
-            ours[f"k8s.pod.label.{label}"] = value
-    for annotation in ANNOTATIONS:
-        value = annotations.get(annotation)
-        if value and annotation not in labels:
-            ours[f"k8s.pod.annotation.{annotation}"] = clip(value, MAX_TAG_VALUE)
-    key = f"{settings.prefix}/run-tags"
+def _run_tags(
+    pod: Any, namespace: str | None, key: str, tags: dict[str, str], problems: list[Any]
+) -> None:
+    """Add the run-tags annotations' tags (the Pod's win over the namespace's) to `tags`,
+    never over one of ours."""
     extra: dict[str, str] = {}
-    for raw, source in (
-        (settings.run_tags, f"namespace annotation {key}"),
-        (annotations.get(key), f"annotation {key}"),
-    ):
+    for raw, source in ((namespace, f"namespace annotation {key}"), (pod, f"annotation {key}")):
         if isinstance(raw, str):
-            tags, found = parse_run_tags(raw, source)
-            extra.update(tags)  # the Pod's after the namespace's: the Pod's win
-            problems += found
-    for name in sorted(extra.keys() & ours.keys()):
+            found, wrong = parse_run_tags(raw, source)
+            extra.update(found)
+            problems += wrong
+    for name in sorted(extra.keys() & tags.keys()):
         problems.append(
             (f"annotation {key}", f"run tag {name!r} would hide the webhook's own; left out")
         )
-    tags = {k: v if v in _REFS else escaped(v) for k, v in ours.items()}
-    tags.update((k, escaped(v)) for k, v in extra.items() if k not in ours)
-    return tags
+    tags.update((k, escaped(v)) for k, v in extra.items() if k not in tags)
 
 
-def _owner(metadata: dict[str, Any], labels: dict[str, str], prefix: str) -> dict[str, str]:
+def _owner(
+    metadata: dict[str, Any], labels: dict[str, str], keys: _Keys, into: dict[str, str]
+) -> None:
     """The controlling owner: OpenTelemetry's keys for the kinds it names, ours for the rest."""
     refs = metadata.get("ownerReferences")
     for ref in refs if isinstance(refs, list) else ():
@@ -314,16 +343,16 @@ def _owner(metadata: dict[str, Any], labels: dict[str, str], prefix: str) -> dic
         kind, name, uid = (_string(ref.get(k)) for k in ("kind", "name", "uid"))
         semconv = _SEMCONV_OWNERS.get(kind)
         if semconv is None:
-            return {f"{prefix}/owner-kind": kind, f"{prefix}/owner-name": name,
-                    f"{prefix}/owner-uid": uid}  # fmt: skip
-        out = {f"k8s.{semconv}.name": name, f"k8s.{semconv}.uid": uid}
+            into.update(zip(keys.owner, (kind, name, uid), strict=True))
+            return
+        into[f"k8s.{semconv}.name"] = name
+        into[f"k8s.{semconv}.uid"] = uid
         # A Deployment's ReplicaSet is named `<deployment>-<pod-template-hash>`, the rule the
         # OpenTelemetry collector's k8sattributes processor applies too.
         template_hash = labels.get("pod-template-hash")
         if kind == "ReplicaSet" and template_hash and name.endswith(f"-{template_hash}"):
-            out["k8s.deployment.name"] = name[: -len(template_hash) - 1]
-        return out
-    return {}
+            into["k8s.deployment.name"] = name[: -len(template_hash) - 1]
+        return
 
 
 def _string(value: Any) -> str:
