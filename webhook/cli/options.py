@@ -390,13 +390,19 @@ def parse_tags_or_fail(raw: list[str]) -> dict[str, str]:
 
 
 def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    add(parser, "--kubeconfig", help="kubeconfig file (default: in-cluster config when in a Pod)")
+    add(
+        parser,
+        "--kubeconfig",
+        help="kubeconfig of the cluster to work with (default: $KUBECONFIG; in a Pod, its own "
+        "ServiceAccount; ~/.kube/config only when named)",
+    )
     add(
         parser,
         "--no-kube",
         action="store_true",
         default=False,
-        help="serve admission only; read and write nothing in the cluster",
+        help="serve admission only; read and write nothing in any cluster, whatever "
+        "--kubeconfig, $KUBECONFIG or the Pod say",
     )
     add(
         parser,
@@ -447,12 +453,31 @@ def add_namespace_settings_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def cluster_config_from(args: argparse.Namespace) -> ClusterConfig | None:
+    """Which cluster serve works with, decided here once: --no-kube, else --kubeconfig, else
+    $KUBECONFIG (as kubectl and audit read it), else the Pod's own. With none of them it fails
+    rather than serve admission only unasked; ~/.kube/config is someone's current cluster, which
+    a quick start must not write to, so it is read only when named."""
     if args.no_kube:
         return None
-    if args.kubeconfig and not Path(args.kubeconfig).is_file():
-        fail(f"--kubeconfig {args.kubeconfig} is not a file")
+    if args.kubeconfig:
+        kubeconfig, source = args.kubeconfig, f"--kubeconfig {args.kubeconfig}"
+        if not Path(kubeconfig).is_file():
+            fail(f"--kubeconfig {kubeconfig} is not a file")
+    elif os.environ.get("KUBECONFIG"):
+        kubeconfig = os.environ["KUBECONFIG"]
+        source = f"$KUBECONFIG {kubeconfig}"
+        if not any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+            fail(f"$KUBECONFIG {kubeconfig} names no file (unset it, or give --no-kube)")
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubeconfig, source = None, "this Pod's ServiceAccount"
+    else:
+        fail(
+            "no cluster to work with: give --kubeconfig FILE or set $KUBECONFIG "
+            "(~/.kube/config is read only when named), or --no-kube to serve admission only"
+        )
     return ClusterConfig(
-        kubeconfig=args.kubeconfig,
+        kubeconfig=kubeconfig,
+        source=source,
         namespace=args.namespace,
         webhook_config_name=args.webhook_config_name,
         leader_election=args.leader_election,
