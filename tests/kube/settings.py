@@ -1,6 +1,11 @@
 """`manifests/` as a user would have it: a copy with settings.env made from the example, the way
 the README says (copy, then replace each REPLACE-ME; for the irsa overlay, part B instead of A).
-An unedited checkout does not render, by design, so the tests render such a copy."""
+An unedited checkout does not render, by design, so the tests render such a copy.
+
+Every copy is git's view of `manifests/` (the index: what a developer has staged), never the
+working tree, which a person following the README edits (settings.env, the image's name in
+kustomization.yaml) in the same checkout. Outside a git checkout (an unpacked sdist) the files
+on disk are all there is, settings.env left out."""
 
 from __future__ import annotations
 
@@ -45,10 +50,28 @@ def settings_text(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def git_view(dest: Path, folder: str = "manifests") -> Path:
+    """`folder` as git's index holds it, written under `dest`; returns the copy."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--", folder],
+        capture_output=True,
+        check=False,
+    )
+    files = [f for f in listed.stdout.decode().split("\0") if f]
+    if listed.returncode != 0 or not files:
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("settings.env"))
+        return dest / folder
+    subprocess.run(
+        ["git", "-C", str(ROOT), "checkout-index", f"--prefix={dest}/", "--stdin", "-z"],
+        input="\0".join(files).encode(),
+        check=True,
+    )
+    return dest / folder
+
+
 def filled_copy(dest: Path, values: dict[str, str] | None = None) -> Path:
     """A copy of manifests/ under `dest` with settings.env written; returns the copy."""
-    target = dest / "manifests"
-    shutil.copytree(ROOT / "manifests", target, ignore=shutil.ignore_patterns("settings.env"))
+    target = git_view(dest)
     (target / "base" / "settings.env").write_text(
         settings_text(GIVEN if values is None else values)
     )
