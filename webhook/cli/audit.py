@@ -20,6 +20,7 @@ from urllib3.exceptions import HTTPError
 
 from webhook.cli.options import add, add_credentials_flag, add_namespace_settings_flag, fail
 from webhook.core import missed
+from webhook.kube.connection import unusable
 from webhook.kube.missed import audit
 
 
@@ -58,15 +59,27 @@ def _connect(kubeconfig: str | None) -> client.ApiClient:
     if kubeconfig and not os.path.isfile(kubeconfig):
         fail(f"--kubeconfig {kubeconfig} is not a file")
     configuration = client.Configuration()
+    in_pod = os.environ.get("KUBERNETES_SERVICE_HOST")
     try:
-        if kubeconfig or not os.environ.get("KUBERNETES_SERVICE_HOST"):
+        if kubeconfig or not in_pod:
             config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
         else:
             config.load_incluster_config(client_configuration=configuration)
-    except (ConfigException, OSError) as exc:
+    except ConfigException as exc:
         fail(f"no usable kubeconfig: {' '.join(str(exc).split())}")
+    except Exception as exc:  # noqa: BLE001 - a malformed file fails in many ways; one line
+        fail(unusable(_named(kubeconfig), exc))
     configuration.retries = 1  # a cluster that is not there is said in seconds, not minutes
     return client.ApiClient(configuration)
+
+
+def _named(kubeconfig: str | None) -> str:
+    """The kubeconfig as the person gave it, as kubectl would have found it."""
+    if kubeconfig:
+        return f"--kubeconfig {kubeconfig}"
+    if os.environ.get("KUBECONFIG"):
+        return f"$KUBECONFIG {os.environ['KUBECONFIG']}"
+    return "~/.kube/config"
 
 
 def _why(exc: Exception) -> str:
@@ -82,6 +95,8 @@ def run(args: argparse.Namespace) -> int:
     selector = f"{args.prefix}/inject=enabled"
     own = args.namespace_settings == "on"
     try:
+        if args.namespace:
+            _check_namespace(api, args.namespace, selector)
         found = audit(api, settings, selector, args.namespace, namespace_settings=own)
     except client.ApiException as exc:
         fail(f"the API server refused: {exc.status} {exc.reason}")
@@ -114,6 +129,23 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 1 if rows else 0
+
+
+def _check_namespace(api: client.ApiClient, name: str, selector: str) -> None:
+    """A namespace that is not there is a mistake to say, not an audit that found nothing."""
+    try:
+        found = client.CoreV1Api(api).read_namespace(name)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            fail(f"--namespace {name}: no such namespace")
+        raise
+    key, _, value = selector.partition("=")
+    if (found.metadata.labels or {}).get(key) != value:
+        print(
+            f"mlflow-webhook: namespace {name} does not opt in (no label {selector}): "
+            "the webhook injects none of its Pods, so none is missed",
+            file=sys.stderr,
+        )
 
 
 def _table(rows: list[dict[str, str]]) -> None:

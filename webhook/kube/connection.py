@@ -37,16 +37,29 @@ def connect(kubeconfig: str | None, source: str = "kubeconfig") -> Connection:
         try:
             api = config.new_client_from_config(config_file=kubeconfig)
             context = config.list_kube_config_contexts(config_file=kubeconfig)[1].get("name")
-        except (ConfigException, OSError) as error:
-            raise ClusterError(f"cannot use {source}: {_why(error)}") from error
         except Exception as error:  # a malformed file fails in many ways
-            raise ClusterError(f"{source} is not a valid kubeconfig") from error
+            raise ClusterError(unusable(source, error)) from error
     elif os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
         api = _in_cluster()
     else:
         raise ClusterError("no cluster: no kubeconfig given and not in a Pod")
     _probe(api)
     return Connection(api, context)
+
+
+def unusable(source: str, error: BaseException) -> str:
+    """Why a kubeconfig cannot be loaded, in one line that names it as the person gave it."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"{source} is not a kubeconfig: not UTF-8 text (byte {error.start})"
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:  # PyYAML's own message names the file again and quotes it with a caret
+        problem = " ".join(str(getattr(error, "problem", "") or "").split())
+        return (
+            f"{source} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        )
+    if isinstance(error, ConfigException | OSError):
+        return f"cannot use {source}: {' '.join(_why(error).split())}"
+    return f"{source} is not a valid kubeconfig"
 
 
 def _in_cluster() -> client.ApiClient:
