@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -145,6 +147,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # here, so that a reader gone is met in this try and not at exit
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): end quietly, with the status a process that
+        # SIGPIPE ended has in a shell, as cat's; Python ignores SIGPIPE for serve's sockets.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "inject":
