@@ -163,6 +163,28 @@ def test_the_irsa_overlay_bootstraps_with_what_it_renders(
         server.stop()
 
 
+def test_part_c_a_self_hosted_mlflow_needs_no_aws(tmp_path: Path) -> None:
+    """Part C as the example says it: A's URL an http one, the role deleted, credentials none;
+    serve starts with what the base renders, and no AWS anywhere."""
+    url = "http://mlflow.mlflow.svc.cluster.local:5000"
+    folder = filled_copy(tmp_path, {"MLFLOW_WEBHOOK_TRACKING_URI": url})
+    settings = folder / "base" / "settings.env"
+    text = settings.read_text()
+    assert "MLFLOW_WEBHOOK_ROLE_ARN" not in text.replace("delete MLFLOW_WEBHOOK_ROLE_ARN", "")
+    settings.write_text(
+        text.replace("MLFLOW_WEBHOOK_CREDENTIALS=irsa", "MLFLOW_WEBHOOK_CREDENTIALS=none")
+    )
+    env = webhook_env(kustomize(folder))
+    assert env["MLFLOW_WEBHOOK_CREDENTIALS"] == "none"
+    no_aws = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    server = WebhookProcess(tmp_path / "certs", "--no-kube", env={**env, **no_aws})
+    try:
+        serving = server.wait_for_log("serving", timeout=60)
+        assert serving["tracking_uri"] == url
+    finally:
+        server.stop()
+
+
 def test_serve_refuses_an_example_role_of_its_own(tmp_path: Path) -> None:
     """In a Pod the EKS webhook sets AWS_ROLE_ARN from the irsa overlay's WEBHOOK_IAM_ROLE_ARN."""
     env = {
