@@ -32,6 +32,7 @@ OWN_FLAGS = {
         "--account",
         "--oidc-issuer",
         "--serve",
+        "--out",
     },
     "ui-url": {
         "--region",
@@ -196,3 +197,32 @@ def test_a_startup_failure_ends_serve_with_one_last_line_and_exit_2(
         "mlflow-webhook: error: startup failed: tracking server mlflow-tracking does not exist: "
         "give --artifact-store-uri"
     )
+
+
+OFFLINE = [
+    "--account",
+    "210987654321",
+    "--oidc-issuer",
+    "https://oidc.eks.us-west-2.amazonaws.com/id/A1",
+]
+
+
+def test_iam_policy_out_writes_only_a_whole_policy(tmp_path: Path) -> None:
+    """Without credentials --out leaves no file behind (a shell's > leaves an empty one); the
+    offline flags need none, and the file is then the policy."""
+    out = tmp_path / "webhook-policy.json"
+    flags = ["iam-policy", "--region", "us-west-2", "--cluster-name", "prod", "--out", str(out)]
+    for extra, code in (([], 2), (OFFLINE, 0)):
+        result = subprocess.run(
+            [sys.executable, "-m", "webhook", *flags, *extra],
+            capture_output=True,
+            text=True,
+            env=without_aws(tmp_path),
+            timeout=60,
+        )
+        assert result.returncode == code, result.stderr
+        assert out.exists() == (code == 0), result.stderr
+    assert result.stdout == ""
+    assert result.stderr == f"wrote {out}\n"
+    assert json.loads(out.read_text())["Version"] == "2012-10-17"
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]

@@ -102,6 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="print instead what serve needs once bootstrap has run: reads only",
     )
+    add(
+        p,
+        "--out",
+        help="write the policy to this file, and only once it is whole (a shell's > leaves an "
+        "empty file behind when the command fails)",
+    )
 
     p = commands.add_parser(
         "ui-url", help="print a presigned URL for the tracking server's or MLflow App's UI"
@@ -342,7 +348,18 @@ def _iam_policy(args: argparse.Namespace) -> int:
         kind=config.kind,
     )
     doc = policies.bootstrap_identity(scope)
-    print(json.dumps(policies.read_only(doc) if args.serve else doc, indent=2))
+    text = json.dumps(policies.read_only(doc) if args.serve else doc, indent=2) + "\n"
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(text)
+        partial.replace(out)
+    except OSError as exc:
+        raise BootstrapError(f"cannot write --out {out}: {exc.strerror or exc}", 2) from exc
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 
