@@ -1,7 +1,8 @@
 """The README's install section is run in the checkout itself, and edits it: settings.env made
-and filled in, the image's name set in kustomization.yaml. The tests must not mind. In a scratch
-copy of this checkout, with every edit the README asks for made, the tests that read
-`manifests/` pass (they read git's view of it, `tests/kube/settings.py`)."""
+and filled in, the image's name set in kustomization.yaml, webhook-policy.json written. The
+tests must not mind. In a scratch copy of this checkout, with every edit the README asks for
+made, the tests that read `manifests/` pass (they read git's view of it,
+`tests/kube/settings.py`)."""
 
 from __future__ import annotations
 
@@ -65,8 +66,18 @@ def test_the_readme_edits_break_no_test(tmp_path: Path) -> None:
     assert found, "the README's step 3 block"
     edits = [line for line in found["body"].splitlines() if not line.startswith("docker ")]
     subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(edits)], cwd=home, check=True)
+    # Part B's policy file, written offline into the checkout as the README shows it.
+    [policy] = [
+        line
+        for line in re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text()).splitlines()
+        if "mlflow-webhook iam-policy" in line and "--account" in line
+    ]
+    command = policy.strip().replace("mlflow-webhook", f"{sys.executable} -m webhook", 1)
+    no_aws = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    subprocess.run(command, shell=True, cwd=home, check=True, env={**os.environ, **no_aws})
     changed = git("status", "--porcelain", cwd=home).stdout
     assert "manifests/base/kustomization.yaml" in changed, changed
+    assert "webhook-policy.json" in changed, changed
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("PYTEST_")}
     done = subprocess.run(

@@ -121,8 +121,9 @@ def test_the_readme_install_section_as_written(control_plane: ControlPlane, tmp_
                 person.run(line)
         assert server is not None
 
-        person.run("kubectl create namespace team-a")  # a team's namespace, there before us
-        [label, get_account] = blocks["label"]
+        [create, label, get_account] = blocks["label"]
+        person.run(create)
+        person.run(create)  # and again, as for a team's namespace that is there already
         person.run(label)
         eventually(lambda: person.run(get_account, check=False).returncode == 0, what=get_account)
 
