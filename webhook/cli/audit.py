@@ -18,15 +18,24 @@ from kubernetes import client, config
 from kubernetes.config.config_exception import ConfigException
 from urllib3.exceptions import HTTPError
 
-from webhook.cli.options import add, add_credentials_flag, add_namespace_settings_flag, fail
+from webhook.cli.commands import command
+from webhook.cli.options import add, add_namespace_settings_flag, fail
 from webhook.core import missed
+from webhook.core.settings import CREDENTIALS
 from webhook.kube.connection import unusable
 from webhook.kube.missed import audit
 
 
 def add_parser(commands: Any) -> None:
-    p = commands.add_parser(
-        "audit", help="list opted-in Pods the webhook missed (exit 1 when any); reads only"
+    p = command(
+        commands,
+        "audit",
+        help="list opted-in Pods the webhook missed (exit 1 when any); reads only",
+        description="List the Pods that opt in, in namespaces that opt in, which the webhook "
+        "missed: admitted while it was unreachable, or created before their namespace was "
+        "labelled. It reads only. Exit 0 when there are none, 1 when there are any, 2 when it "
+        "cannot ask; a cron job can alert on 1.",
+        examples=["mlflow-webhook audit", "mlflow-webhook audit --namespace team-a --output json"],
     )
     add(
         p,
@@ -51,7 +60,13 @@ def add_parser(commands: Any) -> None:
     )
     # As serve has them: a namespace whose own settings are wrong has its Pods left bare on
     # purpose, and which are wrong depends on both.
-    add_credentials_flag(p, default="irsa")
+    add(
+        p,
+        "--credentials",
+        choices=CREDENTIALS,
+        help="how serve gives Pods AWS credentials (default: as serve's, irsa when "
+        "MLFLOW_WEBHOOK_ROLE_ARN is set, else none)",
+    )
     add_namespace_settings_flag(p)
 
 
@@ -90,7 +105,10 @@ def _why(exc: Exception) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    settings = missed.lookup_settings(args.prefix, credentials=args.credentials)
+    # serve's own default, read from serve's variable: in the webhook's Pod, they agree.
+    irsa = bool(os.environ.get("MLFLOW_WEBHOOK_ROLE_ARN"))
+    credentials = args.credentials or ("irsa" if irsa else "none")
+    settings = missed.lookup_settings(args.prefix, credentials=credentials)
     api = _connect(args.kubeconfig)
     selector = f"{args.prefix}/inject=enabled"
     own = args.namespace_settings == "on"
