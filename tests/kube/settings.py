@@ -13,6 +13,7 @@ import functools
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -66,7 +67,25 @@ def git_view(dest: Path, folder: str = "manifests") -> Path:
         input="\0".join(files).encode(),
         check=True,
     )
+    _say_what_is_left_out(folder)
     return dest / folder
+
+
+@functools.cache
+def _say_what_is_left_out(folder: str) -> None:
+    """Once a run: edits not staged are not what the tests read, which a developer must know."""
+    edited = subprocess.run(
+        ["git", "-C", str(ROOT), "diff", "--name-only", "--", folder],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if edited:
+        warnings.warn(
+            f"the tests read git's index of {folder}/, not these edits: {', '.join(edited)} "
+            "(git add them to test them)",
+            stacklevel=3,
+        )
 
 
 def filled_copy(dest: Path, values: dict[str, str] | None = None) -> Path:
