@@ -139,7 +139,7 @@ async def serve(config: ServeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     ports = sorted({address[1] for address in runner.addresses})
     where = {"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
-    # Without a cluster (--no-kube) it serves admission only; the line before says which.
+    # Without a cluster (--no-kube) it serves admission only; the next line says which.
     log.info("listening", extra={**where, "cluster": state.cluster is not None})
     log.info(state.cluster.line if state.cluster is not None else NO_CLUSTER)
     failed = False
