@@ -102,6 +102,13 @@ def test_every_command_says_what_it_does_with_an_example(command: str) -> None:
     assert "(default: )" not in text
 
 
+@pytest.mark.parametrize("command", ["teardown", "ui-url"])
+def test_commands_that_make_nothing_speak_of_nothing_made(command: str) -> None:
+    """teardown removes and ui-url opens: bootstrap's words (ensure, create) are not theirs."""
+    _, text = help_flags(command)
+    assert not re.search(r"ensure|create|needed", text, re.IGNORECASE), text
+
+
 def test_serve_help_groups_its_flags() -> None:
     _, text = help_flags("serve")
     headings = re.findall(r"^(\S[^\n]*):$", text, re.MULTILINE)
