@@ -36,4 +36,7 @@ ENV PATH=/opt/venv/bin:$PATH PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 # A numeric non-root user, so runAsNonRoot can verify it without a passwd entry.
 USER 65532:65532
 EXPOSE 8443
-ENTRYPOINT ["mlflow-webhook", "serve"]
+# The command line, serving by default: `docker run IMAGE --version` (or inject, audit, ...)
+# runs that instead, and the Deployment names `serve` in its args.
+ENTRYPOINT ["mlflow-webhook"]
+CMD ["serve"]

@@ -11,15 +11,18 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from tests.support import ROLE_ARN, TRACKING_ARN
 
 
-def serve_command(cert_dir: Path, port: int, *args: str) -> list[str]:
-    """`mlflow-webhook serve` on loopback, as the tests and the benchmark start it."""
+def serve_command(cert_dir: Path, port: int, *args: str, cluster: bool = False) -> list[str]:
+    """`mlflow-webhook serve` on loopback, as the tests and the benchmark start it: admission
+    only, as the quick start, unless the arguments name a kubeconfig or `cluster` says that
+    the environment does."""
+    cluster = cluster or bool({"--kubeconfig", "--no-kube"} & set(args))
     return [
         sys.executable,
         "-m",
@@ -31,8 +34,15 @@ def serve_command(cert_dir: Path, port: int, *args: str) -> list[str]:
         str(port),
         "--cert-dir",
         str(cert_dir),
+        *([] if cluster else ["--no-kube"]),
         *args,
     ]
+
+
+def without_cluster(env: Mapping[str, str]) -> dict[str, str]:
+    """The environment without the cluster a person's shell points at: a test server must never
+    reach it (serve reads $KUBECONFIG, and in a Pod the Pod's own)."""
+    return {k: v for k, v in env.items() if k not in ("KUBECONFIG", "KUBERNETES_SERVICE_HOST")}
 
 
 class WebhookProcess:
@@ -44,14 +54,14 @@ class WebhookProcess:
         self.cert_dir = cert_dir
         self.logs: list[dict[str, Any]] = []
         self.stderr_lines: list[str] = []
-        command = serve_command(cert_dir, port, *args)
+        command = serve_command(cert_dir, port, *args, cluster="KUBECONFIG" in (env or {}))
         self.proc = subprocess.Popen(
             command,
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             text=True,
-            env={**os.environ, **(env or {})},
+            env={**without_cluster(os.environ), **(env or {})},
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
@@ -11,7 +14,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import WebhookProcess, start
+from tests.servers import WebhookProcess, start, without_cluster
 from tests.support import ROLE_ARN, TRACKING_ARN, review_for
 
 LIMIT = 64 * 1024
@@ -172,3 +175,140 @@ async def test_default_limit_is_8_mib(webhook: WebhookProcess) -> None:
 async def test_many_bad_requests_at_once(small: WebhookProcess) -> None:
     results = await asyncio.gather(*(send(small, "POST", "/mutate", b"{") for _ in range(50)))
     assert {status for status, _ in results} == {400}
+
+
+# The command line: what a person mistypes or feeds it gets one line that names the thing and
+# the fix, and the exit code scripts act on; never a traceback. `{dir}` is the test's folder,
+# `{admin}` a real control plane's admin kubeconfig (../shared/kube).
+MALFORMED = "a: b: c\n"
+BINARY = b"\x7fELF\x02\x01\xd0\xd0\x00"
+UNQUOTED = """\
+apiVersion: v1
+kind: Pod
+metadata:
+  name: p
+  annotations:
+    mlflow-webhook.io/inject: true
+spec:
+  containers:
+  - name: c
+    image: i
+"""
+INJECT = ["inject", "--tracking-uri", "http://127.0.0.1:5000", "-f"]
+OFFLINE_POLICY = [
+    "iam-policy", "--region", "us-west-2", "--cluster-name", "prod",
+    "--artifact-store-uri", "s3://ml-artifacts/mlflow", "--account", "210987654321",
+    "--oidc-issuer", "https://oidc.eks.us-west-2.amazonaws.com/id/EXAMPLED539D4633E53DE1B71",
+]  # fmt: skip
+ERROR = "mlflow-webhook: error: "
+CLI_TABLE = [
+    (
+        "audit, malformed --kubeconfig",
+        ["audit", "--kubeconfig", "{dir}/malformed"],
+        {},
+        2,
+        ERROR + "--kubeconfig {dir}/malformed is not valid YAML: line 1, column 5: "
+        "mapping values are not allowed here",
+    ),
+    (
+        "audit, binary --kubeconfig",
+        ["audit", "--kubeconfig", "{dir}/binary"],
+        {},
+        2,
+        ERROR + "--kubeconfig {dir}/binary is not a kubeconfig: not UTF-8 text (byte 6)",
+    ),
+    (
+        "audit, malformed $KUBECONFIG",
+        ["audit"],
+        {"KUBECONFIG": "{dir}/malformed"},
+        2,
+        ERROR + "$KUBECONFIG {dir}/malformed is not valid YAML: line 1, column 5: "
+        "mapping values are not allowed here",
+    ),
+    (
+        "audit, binary $KUBECONFIG",
+        ["audit"],
+        {"KUBECONFIG": "{dir}/binary"},
+        2,
+        ERROR + "$KUBECONFIG {dir}/binary is not a kubeconfig: not UTF-8 text (byte 6)",
+    ),
+    (
+        "serve, binary $KUBECONFIG",
+        ["serve", "--tracking-uri", "http://127.0.0.1:5000", "--cert-dir", "{dir}/certs"],
+        {"KUBECONFIG": "{dir}/binary"},
+        2,
+        ERROR + "$KUBECONFIG {dir}/binary is not a kubeconfig: not UTF-8 text (byte 6)",
+    ),
+    (
+        "audit, a namespace that does not exist",
+        ["audit", "--namespace", "nosuchns"],
+        {"KUBECONFIG": "{admin}"},
+        2,
+        ERROR + "--namespace nosuchns: no such namespace",
+    ),
+    (
+        "iam-policy, its reader gone (| head -c 10)",
+        OFFLINE_POLICY,
+        {},
+        141,
+        "",
+    ),
+    (
+        "inject, an unquoted true",
+        [*INJECT, "{dir}/unquoted.yaml"],
+        {},
+        0,
+        "mlflow-webhook: warning: Pod/p: metadata.annotations mlflow-webhook.io/inject: true is "
+        "a YAML boolean; Kubernetes takes only strings there: quote it, "
+        'mlflow-webhook.io/inject: "true"; left unchanged\n'
+        "mlflow-webhook: injected 0 of 1 Pod templates",
+    ),
+    (
+        "inject, YAML that does not parse",
+        [*INJECT, "{dir}/malformed"],
+        {},
+        2,
+        ERROR + "{dir}/malformed is not valid YAML: line 1, column 5: "
+        "mapping values are not allowed here",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "code", "says"),
+    [row[1:] for row in CLI_TABLE],
+    ids=[row[0] for row in CLI_TABLE],
+)
+def test_command_line_bad_input_table(
+    request: pytest.FixtureRequest,
+    tmp_path: Path,
+    args: list[str],
+    env: dict[str, str],
+    code: int,
+    says: str,
+) -> None:
+    (tmp_path / "malformed").write_text(MALFORMED)
+    (tmp_path / "binary").write_bytes(BINARY)
+    (tmp_path / "unquoted.yaml").write_text(UNQUOTED)
+    fill = {"dir": str(tmp_path)}
+    if any("{admin}" in v for v in env.values()):
+        fill["admin"] = str(request.getfixturevalue("control_plane").admin)
+    # For 141, a pipe whose reader has already gone: what `| head -c 10` leaves, every time.
+    reader, writer = os.pipe()
+    os.close(reader)
+    if code != 141:
+        os.close(writer)
+        writer = os.open(os.devnull, os.O_WRONLY)
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "webhook", *(a.format(**fill) for a in args)],
+            stdin=subprocess.DEVNULL,
+            stdout=writer,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**without_cluster(os.environ), **{k: v.format(**fill) for k, v in env.items()}},
+            timeout=60,
+        )
+    finally:
+        os.close(writer)
+    assert (done.returncode, done.stderr.rstrip("\n")) == (code, says.format(**fill))

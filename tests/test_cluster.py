@@ -535,12 +535,15 @@ def test_drift_warnings(cluster: Setup, case: str) -> None:
 
 def test_no_kube_touches_nothing(cluster: Setup) -> None:
     """--no-kube with a kubeconfig at hand: not one request reaches the API server, nothing is
-    written, and admission still works; without a kubeconfig outside a Pod it is the same."""
+    written, admission still works, and the startup line says so."""
     namespace = cluster.namespace("no-kube")
     server = cluster.start("one", "--no-kube", *GIVEN, proxied=True)
     proxy = cluster.proxy
     assert proxy is not None
     assert server.wait_for_log("listening")["cluster"] is False
+    assert server.wait_for_log("cluster: ")["msg"] == (
+        "cluster: none (--no-kube): admission only; nothing read or written in any cluster"
+    )
     patch = decode_patch(post(server, namespace))
     assert {"op": "add", "path": "/spec/serviceAccountName", "value": SA} in patch
     time.sleep(2)  # a reconciler would have made the account in well under this
@@ -548,16 +551,32 @@ def test_no_kube_touches_nothing(cluster: Setup) -> None:
     assert cluster.service_account(namespace) is None
     assert cluster.plane.get("lease", LEASE, NAMESPACE) is None
 
-    bare = replica_without_kubeconfig(cluster)
-    assert bare.wait_for_log("listening")["cluster"] is False
 
-
-def replica_without_kubeconfig(cluster: Setup) -> Any:
+def test_kubeconfig_from_the_environment(cluster: Setup) -> None:
+    """$KUBECONFIG alone, as kubectl reads it: serve reaches that cluster and writes there, and
+    its startup line names the API server, where the kubeconfig came from and what it writes."""
     from tests.servers import WebhookProcess
 
-    server = WebhookProcess(cluster.tmp / "bare", "--self-signed", *GIVEN)
+    namespace = cluster.namespace("from-env")
+    server = WebhookProcess(
+        cluster.tmp / "env",
+        "--self-signed",
+        "--namespace",
+        NAMESPACE,
+        *GIVEN,
+        env={"KUBECONFIG": str(cluster.kubeconfig)},
+        port=cluster.port,
+    )
     cluster.replicas.append(server)
-    return server
+    assert server.wait_for_log("cluster: ")["msg"] == (
+        f"cluster: {cluster.plane.url} (from $KUBECONFIG {cluster.kubeconfig}, context sa); "
+        "the leader writes there: ServiceAccounts in namespaces labelled "
+        "mlflow-webhook.io/inject=enabled, Warning Events on opted-in Pods it missed, "
+        f"Lease {LEASE} in namespace {NAMESPACE}, Secret mlflow-webhook-tls in namespace "
+        f"{NAMESPACE}, the caBundle of MutatingWebhookConfiguration {CONFIG}"
+    )
+    assert cluster.wait_for_account(namespace)["metadata"]["labels"] == MANAGED
+    cluster.wait_for_ca_bundle()
 
 
 # RBAC

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import re
 import ssl
+import subprocess
 import time
 import urllib.parse
 import uuid
@@ -33,6 +34,7 @@ from tests.image import (
 from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
 from tests.kube.settings import GIVEN, filled_copy, kustomize
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from webhook import __version__
 
 SA = "sagemaker-mlflow-sa"
 CERT_VOLUME = "certs"
@@ -164,7 +166,12 @@ def test_a_root_filesystem_without_the_cert_volume_says_it_cannot_write(
 ) -> None:
     """The Deployment's container without its certificate emptyDir: the read-only root says so."""
     cert_dir = deployment.environment()["MLFLOW_WEBHOOK_CERT_DIR"]
-    args = deployment.run_args(name(), free_port(), leave_out=frozenset({CERT_VOLUME}))
+    args = deployment.run_args(
+        name(),
+        free_port(),
+        leave_out=frozenset({CERT_VOLUME}),
+        env={"MLFLOW_WEBHOOK_NO_KUBE": "true"},  # outside a Pod, as the quick start
+    )
     assert ends_with(start(containers, args)) == (
         f"cannot write to the certificate folder {cert_dir}: Read-only file system"
     )
@@ -227,3 +234,34 @@ def ends_with(container: Container) -> str:
     assert len(lines) == 1, lines
     assert lines[0].startswith("mlflow-webhook: error: "), lines[0]
     return lines[0].removeprefix("mlflow-webhook: error: ")
+
+
+def test_the_image_runs_any_command(image: str) -> None:
+    """The entrypoint is the command line and serve only its default: --version, inject."""
+    done = docker("run", "--rm", image, "--version")
+    assert done.stdout == f"mlflow-webhook {__version__}\n"
+    pod = "kind: Pod\nmetadata: {name: p, annotations: {mlflow-webhook.io/inject: 'true'}}\n"
+    pod += "spec: {containers: [{name: c, image: i}]}\n"
+    done = subprocess.run(
+        ["docker", "run", "--rm", "-i", image, "inject", "-f", "-", "--tracking-uri", "http://m"],
+        input=pod,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "MLFLOW_TRACKING_URI" in done.stdout
+    assert done.stderr.endswith("injected 1 of 1 Pod templates\n")
+
+
+def test_the_readme_states_the_size_build_image_measures(image: str) -> None:
+    """The README's figure, within 10% of the image built here (`.ci/build-image` prints it
+    the same way: bytes / 1e6)."""
+    size = int(docker("image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
+    readme = " ".join((ROOT / "README.md").read_text().split())
+    found = re.search(r"Built by `\.ci/build-image` it is \*\*(\d+) MB\*\*", readme)
+    assert found, "the README's image size"
+    stated = int(found[1])
+    assert abs(size - stated) <= 0.10 * stated, (
+        f"README says {stated} MB, the image is {size:.0f} MB"
+    )

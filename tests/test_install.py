@@ -14,14 +14,13 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
-from tests.kube.settings import GIVEN, ROOT, settings_text
+from tests.kube.settings import GIVEN, ROOT, git_view, settings_text
 from tests.servers import WebhookProcess
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port
 
@@ -106,9 +105,7 @@ def labelled(plane: ControlPlane) -> list[str]:
 def test_the_readme_install_section_as_written(control_plane: ControlPlane, tmp_path: Path) -> None:
     blocks = readme_blocks()
     assert list(blocks) == ["settings", "apply", "label", "smoke", "uninstall"]
-    shutil.copytree(
-        ROOT / "manifests", tmp_path / "manifests", ignore=shutil.ignore_patterns("settings.env")
-    )
+    git_view(tmp_path)  # a clone's manifests/, whatever this checkout's own hold
     person = Person(control_plane, tmp_path)
     for line in blocks["settings"]:
         person.run(line)
@@ -124,8 +121,9 @@ def test_the_readme_install_section_as_written(control_plane: ControlPlane, tmp_
                 person.run(line)
         assert server is not None
 
-        person.run("kubectl create namespace team-a")  # a team's namespace, there before us
-        [label, get_account] = blocks["label"]
+        [create, label, get_account] = blocks["label"]
+        person.run(create)
+        person.run(create)  # and again, as for a team's namespace that is there already
         person.run(label)
         eventually(lambda: person.run(get_account, check=False).returncode == 0, what=get_account)
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.servers import WebhookProcess
+from tests.servers import WebhookProcess, without_cluster
 from tests.support import TRACKING_ARN, review_for
 from webhook.tls.certs import (
     CA_FILE,
@@ -43,7 +43,7 @@ def cli(
         capture_output=True,
         text=True,
         input=stdin,
-        env={**os.environ, **(env or {})},
+        env={**without_cluster(os.environ), **(env or {})},
         timeout=60,
     )
 
@@ -159,11 +159,24 @@ def test_bad_configuration_exits_2_with_one_line(tmp_path: Path) -> None:
         (["serve"], {"MLFLOW_WEBHOOK_PORT": "https"}, "MLFLOW_WEBHOOK_PORT='https'"),
         (["serve"], {"MLFLOW_WEBHOOK_SELF_SIGNED": "perhaps"}, "must be true or false"),
         (
-            ["serve", "--tracking-uri", TRACKING_ARN, "--cert-dir", str(tmp_path / "none")],
+            [
+                "serve",
+                "--tracking-uri",
+                TRACKING_ARN,
+                "--no-kube",
+                "--cert-dir",
+                str(tmp_path / "none"),
+            ],
             {},
             "--self-signed",
         ),
         (["serve", "--port", "x"], {}, "invalid port value"),
+        (["serve", "--tracking-uri", TRACKING_ARN], {}, "no cluster to work with"),
+        (
+            ["serve", "--tracking-uri", TRACKING_ARN],
+            {"KUBECONFIG": "/nonexistent"},
+            "$KUBECONFIG /nonexistent names no file",
+        ),
         (
             ["serve", "--tracking-uri", TRACKING_ARN, "--kubeconfig", "/nonexistent"],
             {},

@@ -39,6 +39,9 @@ def test_renders_and_validates(overlay: str) -> None:
     for doc in docs:
         if doc["apiVersion"] not in CRDS:
             kubernetes_validate.validate(doc, SCHEMA_VERSION, strict=True)
+    # The image's entrypoint is the command line: every overlay's Pods say they serve.
+    [container] = find(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["serve"]
 
 
 def test_rbac_grants_nothing_beyond_the_list() -> None:
@@ -177,7 +180,8 @@ def test_dockerfile_and_dockerignore() -> None:
     final = dockerfile.split("\nFROM ")[-1]
     assert dockerfile.count("\nFROM ") + dockerfile.startswith("FROM ") >= 2, "multi-stage"
     assert re.search(r"^USER [1-9]\d*:[1-9]\d*$", final, re.M), "numeric non-root user"
-    assert 'ENTRYPOINT ["mlflow-webhook", "serve"]' in final
+    # The command line is the entrypoint (`docker run IMAGE --version` works); serve the default.
+    assert 'ENTRYPOINT ["mlflow-webhook"]\nCMD ["serve"]' in final
     assert not re.search(r"apt-get|gcc|build-essential", final), "no compilers in the final image"
     assert all(
         label in final

@@ -5,6 +5,7 @@ counted in a gauge that falls back to 0, and listed by `audit`."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,13 +90,16 @@ def events(plane: ControlPlane, namespace: str, name: str) -> list[dict[str, Any
     return items
 
 
-def audit(plane: ControlPlane, *args: str) -> subprocess.CompletedProcess[str]:
+def audit(
+    plane: ControlPlane, *args: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """`mlflow-webhook audit` as a person: the admin kubeconfig."""
     return subprocess.run(
         [sys.executable, "-m", "webhook", "audit", "--kubeconfig", str(plane.admin), *args],
         capture_output=True,
         text=True,
         timeout=60,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -323,7 +327,8 @@ def test_audit_leaves_out_a_namespace_whose_own_settings_are_wrong_and_says_so(
     # A tracking URI of its own but no role: wrong under irsa, as serve sees it.
     plane.label_namespace("team-x", **{"mlflow-webhook.io/tracking-uri": uri})
     pod(plane, "team-x", "bare")  # no webhook answers: admitted as it came
-    done = audit(plane, "--namespace", "team-x")
+    # In the webhook's Pod, serve's settings make audit's default irsa, as they make serve's.
+    done = audit(plane, "--namespace", "team-x", env={"MLFLOW_WEBHOOK_ROLE_ARN": ROLE_ARN})
     assert (done.returncode, done.stdout.strip()) == (0, "No missed Pods."), done.stderr
     assert (
         "namespace team-x's own MLflow settings are wrong, so its Pods are left bare on purpose "
@@ -331,7 +336,7 @@ def test_audit_leaves_out_a_namespace_whose_own_settings_are_wrong_and_says_so(
         "is not"
     ) in done.stderr
     # Where no role is needed, or the namespace's own settings are not read, it is missed.
-    for args in (["--credentials", "none"], ["--namespace-settings", "off"]):
+    for args in ([], ["--credentials", "none"], ["--namespace-settings", "off"]):
         assert listed(plane, "--namespace", "team-x", *args) == [("team-x", "bare", "not-injected")]
 
 

@@ -15,7 +15,7 @@ import yaml
 
 from tests.aws.moto import Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.kube.settings import BOOTSTRAP, GIVEN, ROOT, filled_copy, kustomize
+from tests.kube.settings import BOOTSTRAP, GIVEN, ROOT, filled_copy, git_view, kustomize
 from tests.servers import WebhookProcess
 from tests.test_lifecycle import cli
 
@@ -42,11 +42,17 @@ def webhook_env(docs: list[dict[str, Any]]) -> dict[str, str]:
     return env
 
 
-def test_an_unedited_checkout_does_not_render() -> None:
-    assert not (ROOT / "manifests" / "base" / "settings.env").exists(), "keep it out of git"
+def test_an_unedited_checkout_does_not_render(tmp_path: Path) -> None:
+    """settings.env stays out of git, so a fresh clone cannot apply an example value."""
+    ignored = subprocess.run(
+        ["git", "-C", str(ROOT), "check-ignore", "-q", "manifests/base/settings.env"], check=False
+    )
+    assert ignored.returncode in (0, 128), "keep manifests/base/settings.env in .gitignore"
+    manifests = git_view(tmp_path)
+    assert not (manifests / "base" / "settings.env").exists(), "keep it out of git"
     for overlay in OVERLAYS:
         done = subprocess.run(
-            ["kubectl", "kustomize", str(ROOT / "manifests" / overlay)],
+            ["kubectl", "kustomize", str(manifests / overlay)],
             capture_output=True,
             text=True,
             timeout=60,
@@ -102,8 +108,7 @@ def test_the_irsa_overlay_without_the_webhooks_role_does_not_render(tmp_path: Pa
 
 
 def test_a_copied_but_unfilled_settings_file_stops_serve(tmp_path: Path) -> None:
-    folder = tmp_path / "manifests"
-    shutil.copytree(ROOT / "manifests", folder)
+    folder = git_view(tmp_path)
     shutil.copy(folder / "base" / "settings.env.example", folder / "base" / "settings.env")
     env = webhook_env(kustomize(folder))
     env["MLFLOW_WEBHOOK_CERT_DIR"] = str(tmp_path / "certs")
@@ -154,6 +159,28 @@ def test_the_irsa_overlay_bootstraps_with_what_it_renders(
             == emulator.servers["mlflow-tracking"].record["TrackingServerArn"]
         )
         assert moto.client("iam").get_role(RoleName="SM_MLFLOW_ACCESS_ROLE")
+    finally:
+        server.stop()
+
+
+def test_part_c_a_self_hosted_mlflow_needs_no_aws(tmp_path: Path) -> None:
+    """Part C as the example says it: A's URL an http one, the role deleted, credentials none;
+    serve starts with what the base renders, and no AWS anywhere."""
+    url = "http://mlflow.mlflow.svc.cluster.local:5000"
+    folder = filled_copy(tmp_path, {"MLFLOW_WEBHOOK_TRACKING_URI": url})
+    settings = folder / "base" / "settings.env"
+    text = settings.read_text()
+    assert "MLFLOW_WEBHOOK_ROLE_ARN" not in text.replace("delete MLFLOW_WEBHOOK_ROLE_ARN", "")
+    settings.write_text(
+        text.replace("MLFLOW_WEBHOOK_CREDENTIALS=irsa", "MLFLOW_WEBHOOK_CREDENTIALS=none")
+    )
+    env = webhook_env(kustomize(folder))
+    assert env["MLFLOW_WEBHOOK_CREDENTIALS"] == "none"
+    no_aws = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}
+    server = WebhookProcess(tmp_path / "certs", "--no-kube", env={**env, **no_aws})
+    try:
+        serving = server.wait_for_log("serving", timeout=60)
+        assert serving["tracking_uri"] == url
     finally:
         server.stop()
 

@@ -1,6 +1,11 @@
 """`manifests/` as a user would have it: a copy with settings.env made from the example, the way
 the README says (copy, then replace each REPLACE-ME; for the irsa overlay, part B instead of A).
-An unedited checkout does not render, by design, so the tests render such a copy."""
+An unedited checkout does not render, by design, so the tests render such a copy.
+
+Every copy is git's view of `manifests/` (the index: what a developer has staged), never the
+working tree, which a person following the README edits (settings.env, the image's name in
+kustomization.yaml) in the same checkout. Outside a git checkout (an unpacked sdist) the files
+on disk are all there is, settings.env left out."""
 
 from __future__ import annotations
 
@@ -8,6 +13,7 @@ import functools
 import shutil
 import subprocess
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -45,10 +51,46 @@ def settings_text(values: dict[str, str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def git_view(dest: Path, folder: str = "manifests") -> Path:
+    """`folder` as git's index holds it, written under `dest`; returns the copy."""
+    listed = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--", folder],
+        capture_output=True,
+        check=False,
+    )
+    files = [f for f in listed.stdout.decode().split("\0") if f]
+    if listed.returncode != 0 or not files:
+        shutil.copytree(ROOT / folder, dest / folder, ignore=shutil.ignore_patterns("settings.env"))
+        return dest / folder
+    subprocess.run(
+        ["git", "-C", str(ROOT), "checkout-index", f"--prefix={dest}/", "--stdin", "-z"],
+        input="\0".join(files).encode(),
+        check=True,
+    )
+    _say_what_is_left_out(folder)
+    return dest / folder
+
+
+@functools.cache
+def _say_what_is_left_out(folder: str) -> None:
+    """Once a run: edits not staged are not what the tests read, which a developer must know."""
+    edited = subprocess.run(
+        ["git", "-C", str(ROOT), "diff", "--name-only", "--", folder],
+        capture_output=True,
+        text=True,
+        check=False,
+    ).stdout.split()
+    if edited:
+        warnings.warn(
+            f"the tests read git's index of {folder}/, not these edits: {', '.join(edited)} "
+            "(git add them to test them)",
+            stacklevel=3,
+        )
+
+
 def filled_copy(dest: Path, values: dict[str, str] | None = None) -> Path:
     """A copy of manifests/ under `dest` with settings.env written; returns the copy."""
-    target = dest / "manifests"
-    shutil.copytree(ROOT / "manifests", target, ignore=shutil.ignore_patterns("settings.env"))
+    target = git_view(dest)
     (target / "base" / "settings.env").write_text(
         settings_text(GIVEN if values is None else values)
     )

@@ -34,6 +34,7 @@ from webhook.kube.watches import Quiet, Telemetry
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, service_names
 
 log = logging.getLogger("webhook.cluster")
+NO_CLUSTER = "cluster: none (--no-kube): admission only; nothing read or written in any cluster"
 
 
 class Cluster:
@@ -68,15 +69,22 @@ class Cluster:
         self._stopping = threading.Event()
         self._lock = threading.Lock()
         self._maintainer: threading.Thread | None = None
+        self.line = f"cluster: {api.configuration.host}"
 
     @classmethod
     def connect(cls, serve: ServeConfig) -> Cluster | None:
+        """The cluster the command line chose, reached; its `line` says which, and what the
+        leader writes there, for a person to read at startup."""
         if serve.cluster is None:
             return None
-        api = connect(serve.cluster.kubeconfig)
-        if api is None:  # no kubeconfig, not in a Pod: admission only, as with --no-kube
-            return None
-        return cls(serve, serve.cluster, api)
+        api = connect(serve.cluster.kubeconfig, serve.cluster.source)
+        cluster = cls(serve, serve.cluster, api.client)
+        context = f", context {api.context}" if api.context else ""
+        cluster.line = (
+            f"cluster: {api.client.configuration.host} (from {serve.cluster.source}{context}); "
+            f"the leader writes there: {', '.join(writes(serve, serve.cluster))}"
+        )
+        return cluster
 
     def begin(self) -> None:
         """Campaign for the Lease now: a follower must know it follows before it bootstraps."""
@@ -182,3 +190,18 @@ class Cluster:
             self._elector.stop()
         elif self._leading.is_set():
             self._follow()
+
+
+def writes(serve: ServeConfig, config: ClusterConfig) -> list[str]:
+    """What the leader writes in its cluster, for the startup line: the RBAC's list, in words."""
+    where = f"in namespace {config.namespace}"
+    found = [
+        f"ServiceAccounts in namespaces labelled {config.namespace_selector}",
+        "Warning Events on opted-in Pods it missed",
+    ]
+    if config.leader_election:
+        found.append(f"Lease {config.lease_name} {where}")
+    if serve.self_signed:
+        found.append(f"Secret {config.secret_name} {where}")
+        found.append(f"the caBundle of MutatingWebhookConfiguration {config.webhook_config_name}")
+    return found

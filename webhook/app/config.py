@@ -26,9 +26,12 @@ DEFAULT_MAX_CONNECTIONS = 1000
 
 @dataclass(frozen=True)
 class ClusterConfig:
-    """How the webhook works with its cluster. Absent: admission only, nothing written."""
+    """How the webhook works with its cluster. Absent (--no-kube): admission only, nothing
+    written."""
 
     kubeconfig: str | None
+    # Where the kubeconfig came from, in the startup line's words ("$KUBECONFIG /path").
+    source: str = "this Pod's ServiceAccount"
     namespace: str = "mlflow-webhook"
     webhook_config_name: str = "mlflow-webhook"
     leader_election: bool = True

@@ -19,7 +19,7 @@ from aiohttp.http_parser import RawRequestMessage
 from aiohttp.streams import StreamReader
 
 from webhook.app import handlers
-from webhook.app.cluster import Cluster
+from webhook.app.cluster import NO_CLUSTER, Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.connections import Connection, Site
 from webhook.app.handlers import State
@@ -139,8 +139,9 @@ async def serve(config: ServeConfig) -> int:
         loop.add_signal_handler(sig, stop.set)
     ports = sorted({address[1] for address in runner.addresses})
     where = {"host": config.host, "ports": ports, "cert_dir": str(config.cert_dir)}
-    # Without a cluster (--no-kube, or no kubeconfig outside a Pod) it serves admission only.
+    # Without a cluster (--no-kube) it serves admission only; the next line says which.
     log.info("listening", extra={**where, "cluster": state.cluster is not None})
+    log.info(state.cluster.line if state.cluster is not None else NO_CLUSTER)
     failed = False
     if state.cluster is not None:
         await asyncio.to_thread(state.cluster.begin)

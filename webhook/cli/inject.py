@@ -38,7 +38,9 @@ def run(args: argparse.Namespace) -> int:
             f"{args.filename} is not UTF-8 text (byte {exc.start}): Kubernetes manifests are UTF-8"
         )
     except YAMLError as exc:
-        fail(f"{args.filename} is not valid YAML: {' '.join(str(exc).split())}")
+        fail(
+            f"{'stdin' if args.filename == '-' else args.filename} is not valid YAML: {_where(exc)}"
+        )
     result = inject_documents(docs, settings, everything=args.all)
     out = io.StringIO()
     yaml.dump_all(docs, out)
@@ -50,3 +52,12 @@ def run(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
+
+
+def _where(exc: YAMLError) -> str:
+    """`line 3, column 2: expected <block end>, ...`: the parser's own words name the text it
+    parsed "<unicode string>" and quote it with a caret, which a one-line message garbles."""
+    mark = getattr(exc, "problem_mark", None) or getattr(exc, "context_mark", None)
+    problem = getattr(exc, "problem", None) or getattr(exc, "context", None) or str(exc)
+    place = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None else ""
+    return place + " ".join(str(problem).split())

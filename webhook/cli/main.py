@@ -6,6 +6,8 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
+import signal
 import sys
 import time
 from collections.abc import Callable
@@ -22,6 +24,7 @@ from webhook.aws import apps, bootstrap, tracking
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import audit, inject, teardown
+from webhook.cli.commands import command
 from webhook.cli.options import (
     Parser,
     add,
@@ -34,6 +37,7 @@ from webhook.cli.options import (
     add_mutation_flags,
     add_name_flags,
     add_region_flag,
+    add_run_context_flag,
     add_serve_flags,
     bootstrap_config_from,
     cluster_config_from,
@@ -69,22 +73,65 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlflow-webhook {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
-    p = commands.add_parser("serve", help="serve the mutating admission webhook over HTTPS")
-    add_mutation_flags(p)
-    add_serve_flags(p)
-    add_cluster_flags(p)
-    add_bootstrap_flags(p, standalone=False)
+    p = command(
+        commands,
+        "serve",
+        help="serve the mutating admission webhook over HTTPS",
+        description="Serve the mutating admission webhook over HTTPS: opted-in Pods get MLflow "
+        "tracking when they are created. With a cluster (--kubeconfig, $KUBECONFIG, or in a Pod "
+        "its own ServiceAccount) the leader keeps the Pods' ServiceAccounts there, and with "
+        "--self-signed the certificate and the caBundle; --no-kube serves admission only. "
+        "Without --tracking-uri it first runs the AWS bootstrap.",
+        examples=[
+            "mlflow-webhook serve --self-signed --no-kube --tracking-uri http://127.0.0.1:5000",
+            "mlflow-webhook serve --self-signed --kubeconfig dev.kubeconfig \\\n"
+            "      --tracking-uri arn:aws:sagemaker:us-west-2:444455556666:"
+            "mlflow-tracking-server/mlflow-tracking \\\n"
+            "      --role-arn arn:aws:iam::444455556666:role/SM_MLFLOW_ACCESS_ROLE",
+        ],
+    )
+    pods = p.add_argument_group("what Pods get")
+    add_mutation_flags(pods)
+    add_run_context_flag(pods)
+    add_serve_flags(p.add_argument_group("the HTTPS server"))
+    add_cluster_flags(p.add_argument_group("the cluster it works with"))
+    add_bootstrap_flags(
+        p.add_argument_group("the AWS bootstrap, run at startup when --tracking-uri is not given"),
+        standalone=False,
+    )
 
-    p = commands.add_parser("bootstrap", help="ensure the IAM pieces and the tracking server exist")
+    p = command(
+        commands,
+        "bootstrap",
+        help="ensure the IAM pieces and the tracking server exist",
+        description="Make sure the Pods' IAM role and policy, the tracking server's execution "
+        "role and the tracking server (or MLflow App) exist, as one plan: it shows what it would "
+        "change, then changes exactly that; --dry-run changes nothing. It prints the ARNs that "
+        "settings.env (part A) or a namespace's annotations take.",
+        examples=[
+            "mlflow-webhook bootstrap --cluster-name prod --artifact-store-uri "
+            "s3://ml-artifacts/mlflow --trust-namespaces team-a --dry-run",
+        ],
+    )
     add_bootstrap_flags(p, standalone=True)
 
-    p = commands.add_parser(
-        "iam-policy", help="print the least-privilege policy the bootstrap needs"
+    p = command(
+        commands,
+        "iam-policy",
+        help="print the least-privilege policy the bootstrap needs",
+        description="Print the least-privilege IAM policy that whoever runs the bootstrap needs "
+        "(with --serve, the read-only one serve needs once the bootstrap has run). It reads the "
+        "account from STS and the cluster's OIDC issuer from EKS, unless --account and "
+        "--oidc-issuer give them: then it needs no AWS credentials at all.",
+        examples=[
+            "mlflow-webhook iam-policy --region us-west-2 --cluster-name prod "
+            "--artifact-store-uri s3://ml-artifacts/mlflow --out webhook-policy.json",
+        ],
     )
     # Only what names the resources the policy grants on: sizes, tags and plans change nothing.
     add_region_flag(p)
-    add_name_flags(p)
-    add_artifact_flag(p)
+    add_name_flags(p, use="grant")
+    add_artifact_flag(p, use="grant")
     add_existing_server_flag(p)
     add_credentials_flag(p, default="irsa")
     add(p, "--account", help="AWS account ID (default: the caller's, from STS)")
@@ -100,20 +147,42 @@ def build_parser() -> argparse.ArgumentParser:
         default=False,
         help="print instead what serve needs once bootstrap has run: reads only",
     )
+    add(
+        p,
+        "--out",
+        help="write the policy to this file, and only once it is whole (a shell's > leaves an "
+        "empty file behind when the command fails)",
+    )
 
-    p = commands.add_parser(
-        "ui-url", help="print a presigned URL for the tracking server's or MLflow App's UI"
+    p = command(
+        commands,
+        "ui-url",
+        help="print a presigned URL for the tracking server's or MLflow App's UI",
+        description="Print a presigned URL that opens the tracking server's (or MLflow App's) "
+        "UI in a browser, signed with your AWS credentials.",
+        examples=["mlflow-webhook ui-url --region us-west-2 --tracking-server-name team-a-mlflow"],
     )
     add_region_flag(p)
-    add_kind_flag(p)
+    add_kind_flag(p, use="open")
     add(
         p, "--tracking-server-name", default="mlflow-tracking", help="tracking server or MLflow App"
     )
     add(p, "--tracking-server-arn", help="tracking server or MLflow App ARN (overrides the name)")
     add(p, "--expires-seconds", type=int, default=300, help="how long the URL may be used (5-300)")
 
-    p = commands.add_parser(
-        "inject", help="inject into manifests offline, like istioctl kube-inject"
+    p = command(
+        commands,
+        "inject",
+        help="inject into manifests offline, like istioctl kube-inject",
+        description="Apply the webhook's mutation offline to the Pod templates in YAML "
+        "manifests (Pods, Deployments, Jobs, CronJobs, Kubeflow training jobs), like istioctl "
+        "kube-inject. Comments, key order and quoting come back as they were; what it left "
+        "alone, and why, goes to stderr.",
+        examples=[
+            "mlflow-webhook inject -f train.yaml --tracking-uri http://mlflow.mlflow:5000 "
+            "| kubectl apply -f -",
+        ],
+        usage="%(prog)s -f FILE [flags]",
     )
     add_mutation_flags(p)
     p.add_argument(
@@ -136,7 +205,15 @@ def build_parser() -> argparse.ArgumentParser:
     audit.add_parser(commands)
     teardown.add_parser(commands)
 
-    p = commands.add_parser("certs", help="write a CA and a serving certificate for the Service")
+    p = command(
+        commands,
+        "certs",
+        help="write a CA and a serving certificate for the Service",
+        description="Write a CA and a serving certificate for the webhook's Service (and "
+        "localhost) to a folder, keeping those still valid; serve --self-signed does this "
+        "itself. It prints how to make the caBundle.",
+        examples=["mlflow-webhook certs --namespace mlflow-webhook --out certs"],
+    )
     add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
     add(p, "--namespace", default="mlflow-webhook", help="the webhook's namespace")
     add(p, "--out", default="certs", help="folder to write ca.crt, ca.key, tls.crt and tls.key to")
@@ -145,6 +222,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        code = _run(args)
+        sys.stdout.flush()  # here, so that a reader gone is met in this try and not at exit
+    except BrokenPipeError:
+        # The reader stopped reading (`| head`): end quietly, with the status a process that
+        # SIGPIPE ended has in a shell, as cat's; Python ignores SIGPIPE for serve's sockets.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     if args.command == "serve":
         return _serve(args)
     if args.command == "inject":
@@ -326,7 +415,18 @@ def _iam_policy(args: argparse.Namespace) -> int:
         kind=config.kind,
     )
     doc = policies.bootstrap_identity(scope)
-    print(json.dumps(policies.read_only(doc) if args.serve else doc, indent=2))
+    text = json.dumps(policies.read_only(doc) if args.serve else doc, indent=2) + "\n"
+    if not args.out:
+        sys.stdout.write(text)
+        return 0
+    out = Path(args.out)
+    partial = out.with_name(f".{out.name}.partial")
+    try:
+        partial.write_text(text)
+        partial.replace(out)
+    except OSError as exc:
+        raise BootstrapError(f"cannot write --out {out}: {exc.strerror or exc}", 2) from exc
+    print(f"wrote {out}", file=sys.stderr)
     return 0
 
 

@@ -29,20 +29,23 @@ from webhook.core.settings import (
 
 ENV_PREFIX = "MLFLOW_WEBHOOK_"
 SERVICE_ACCOUNT_NAMESPACE = "/var/run/secrets/kubernetes.io/serviceaccount/namespace"
+# A parser, or one of its groups: each flag goes where --help should show it.
+Flags = argparse._ActionsContainer
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
 
 
 class Parser(argparse.ArgumentParser):
     def error(self, message: str) -> NoReturn:
-        self.exit(2, f"{self.prog}: error: {message}\n")
+        # The one prefix every error has, as fail()'s; the command is named for its --help.
+        fail(f"{message} (see {self.prog} --help)")
 
 
 def env_name(flag: str) -> str:
     return ENV_PREFIX + flag.lstrip("-").upper().replace("-", "_")
 
 
-def add(parser: argparse.ArgumentParser, flag: str, *, help: str, **kwargs: Any) -> None:
+def add(parser: Flags, flag: str, *, help: str, **kwargs: Any) -> None:
     """Add a flag whose default comes from its environment variable when that is set."""
     name = env_name(flag)
     raw = os.environ.get(name)
@@ -74,7 +77,7 @@ def _shown_default(help: str, kwargs: dict[str, Any]) -> str:
     default = kwargs.get("default")
     if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
         return f" (default: {'on' if default else 'off'})"
-    if default is None or default == [] or "(default" in help:
+    if default is None or default in ([], "") or "(default" in help:
         return ""
     return f" (default: {default})"
 
@@ -113,7 +116,7 @@ def port(raw: str) -> int:
     return value
 
 
-def add_mutation_flags(parser: argparse.ArgumentParser) -> None:
+def add_mutation_flags(parser: Flags) -> None:
     add(
         parser,
         "--tracking-uri",
@@ -166,7 +169,8 @@ def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
         fail(str(exc))
 
 
-def add_serve_flags(parser: argparse.ArgumentParser) -> None:
+def add_run_context_flag(parser: Flags) -> None:
+    """Only `serve`'s: offline injection sees templates, not the Pods that run."""
     add(
         parser,
         "--run-context",
@@ -175,6 +179,9 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
         help="tell every MLflow run the Pod, workload, node, image and cluster (--cluster-name) "
         "it ran on, as run tags, and each Pod of a distributed job its system-metrics node id",
     )
+
+
+def add_serve_flags(parser: Flags) -> None:
     add(parser, "--host", default="0.0.0.0", help="address to listen on")
     add(parser, "--port", type=port, default=8443, help="HTTPS port, 0-65535 (0 picks a free one)")
     add(parser, "--cert-dir", default="certs", help="folder holding tls.crt and tls.key")
@@ -242,19 +249,45 @@ def add_serve_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_region_flag(parser: argparse.ArgumentParser) -> None:
+def add_region_flag(parser: Flags) -> None:
     add(parser, "--region", help="AWS region (default: the SDK's own resolution)")
 
 
-def add_name_flags(parser: argparse.ArgumentParser) -> None:
+# What the bootstrap's names and inputs mean to each command that takes them: the bootstrap
+# ensures them, iam-policy grants on them, teardown removes them, ui-url opens the server.
+_NAME_HELP = {
+    "ensure": {
+        "--cluster-name": "EKS cluster whose OIDC issuer the IRSA role trusts",
+        "--tracking-server-name": "name of the tracking server or MLflow App to ensure",
+        "--kind": "a tracking server (sized, 20-25 minutes to create) or a serverless MLflow App",
+        "--artifact-store-uri": "s3://bucket/prefix for artifacts (needed to create)",
+    },
+    "grant": {
+        "--cluster-name": "EKS cluster whose OIDC issuer the IRSA role trusts",
+        "--tracking-server-name": "the tracking server or MLflow App the policy grants on",
+        "--kind": "a tracking server or a serverless MLflow App",
+        "--artifact-store-uri": "s3://bucket/prefix the server may use (none: no S3 grant)",
+    },
+    "remove": {
+        "--cluster-name": "EKS cluster the bootstrap set the Pods' role up for",
+        "--tracking-server-name": "the tracking server or MLflow App to remove",
+        "--kind": "what the bootstrap made: a tracking server or a serverless MLflow App",
+        "--artifact-store-uri": "s3://bucket/prefix the bootstrap was given, to find its bucket",
+    },
+    "open": {"--kind": "a tracking server or a serverless MLflow App"},
+}
+
+
+def add_name_flags(parser: Flags, *, use: str = "ensure") -> None:
     """The names of what the bootstrap makes, which iam-policy and teardown also find it by."""
-    add(parser, "--cluster-name", help="EKS cluster whose OIDC issuer the IRSA role trusts")
-    add_kind_flag(parser)
+    words = _NAME_HELP[use]
+    add(parser, "--cluster-name", help=words["--cluster-name"])
+    add_kind_flag(parser, use=use)
     add(
         parser,
         "--tracking-server-name",
         default="mlflow-tracking",
-        help="name of the tracking server or MLflow App to ensure",
+        help=words["--tracking-server-name"],
     )
     add(parser, "--pod-role-name", default="SM_MLFLOW_ACCESS_ROLE", help="IAM role the Pods assume")
     add(
@@ -271,21 +304,15 @@ def add_name_flags(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_kind_flag(parser: argparse.ArgumentParser) -> None:
-    add(
-        parser,
-        "--kind",
-        choices=KINDS,
-        default="tracking-server",
-        help="a tracking server (sized, 20-25 minutes to create) or a serverless MLflow App",
-    )
+def add_kind_flag(parser: Flags, *, use: str = "ensure") -> None:
+    add(parser, "--kind", choices=KINDS, default="tracking-server", help=_NAME_HELP[use]["--kind"])
 
 
-def add_artifact_flag(parser: argparse.ArgumentParser) -> None:
-    add(parser, "--artifact-store-uri", help="s3://bucket/prefix for artifacts (needed to create)")
+def add_artifact_flag(parser: Flags, *, use: str = "ensure") -> None:
+    add(parser, "--artifact-store-uri", help=_NAME_HELP[use]["--artifact-store-uri"])
 
 
-def add_existing_server_flag(parser: argparse.ArgumentParser) -> None:
+def add_existing_server_flag(parser: Flags) -> None:
     add(
         parser,
         "--tracking-server-arn",
@@ -293,7 +320,7 @@ def add_existing_server_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_credentials_flag(parser: argparse.ArgumentParser, *, default: str | None) -> None:
+def add_credentials_flag(parser: Flags, *, default: str | None) -> None:
     add(
         parser,
         "--credentials",
@@ -303,7 +330,7 @@ def add_credentials_flag(parser: argparse.ArgumentParser, *, default: str | None
     )
 
 
-def add_plan_flags(parser: argparse.ArgumentParser, *, verb: str) -> None:
+def add_plan_flags(parser: Flags, *, verb: str) -> None:
     """--dry-run and --output, for a command that shows its plan and then carries it out."""
     add(
         parser,
@@ -315,7 +342,7 @@ def add_plan_flags(parser: argparse.ArgumentParser, *, verb: str) -> None:
     add(parser, "--output", choices=("table", "json"), default="table", help="plan format")
 
 
-def add_bootstrap_flags(parser: argparse.ArgumentParser, *, standalone: bool) -> None:
+def add_bootstrap_flags(parser: Flags, *, standalone: bool) -> None:
     """The bootstrap's inputs. `serve` shares --credentials and --service-account with injection."""
     add_region_flag(parser)
     add_name_flags(parser)
@@ -405,14 +432,20 @@ def parse_tags_or_fail(raw: list[str]) -> dict[str, str]:
         fail(str(exc))
 
 
-def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
-    add(parser, "--kubeconfig", help="kubeconfig file (default: in-cluster config when in a Pod)")
+def add_cluster_flags(parser: Flags) -> None:
+    add(
+        parser,
+        "--kubeconfig",
+        help="kubeconfig of the cluster to work with (default: $KUBECONFIG; in a Pod, its own "
+        "ServiceAccount; ~/.kube/config only when named)",
+    )
     add(
         parser,
         "--no-kube",
         action="store_true",
         default=False,
-        help="serve admission only; read and write nothing in the cluster",
+        help="serve admission only; read and write nothing in any cluster, whatever "
+        "--kubeconfig, $KUBECONFIG or the Pod say",
     )
     add(
         parser,
@@ -451,7 +484,7 @@ def add_cluster_flags(parser: argparse.ArgumentParser) -> None:
     add_namespace_settings_flag(parser)
 
 
-def add_namespace_settings_flag(parser: argparse.ArgumentParser) -> None:
+def add_namespace_settings_flag(parser: Flags) -> None:
     add(
         parser,
         "--namespace-settings",
@@ -463,12 +496,31 @@ def add_namespace_settings_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def cluster_config_from(args: argparse.Namespace) -> ClusterConfig | None:
+    """Which cluster serve works with, decided here once: --no-kube, else --kubeconfig, else
+    $KUBECONFIG (as kubectl and audit read it), else the Pod's own. With none of them it fails
+    rather than serve admission only unasked; ~/.kube/config is someone's current cluster, which
+    a quick start must not write to, so it is read only when named."""
     if args.no_kube:
         return None
-    if args.kubeconfig and not Path(args.kubeconfig).is_file():
-        fail(f"--kubeconfig {args.kubeconfig} is not a file")
+    if args.kubeconfig:
+        kubeconfig, source = args.kubeconfig, f"--kubeconfig {args.kubeconfig}"
+        if not Path(kubeconfig).is_file():
+            fail(f"--kubeconfig {kubeconfig} is not a file")
+    elif os.environ.get("KUBECONFIG"):
+        kubeconfig = os.environ["KUBECONFIG"]
+        source = f"$KUBECONFIG {kubeconfig}"
+        if not any(Path(p).is_file() for p in kubeconfig.split(os.pathsep) if p):
+            fail(f"$KUBECONFIG {kubeconfig} names no file (unset it, or give --no-kube)")
+    elif os.environ.get("KUBERNETES_SERVICE_HOST"):
+        kubeconfig, source = None, "this Pod's ServiceAccount"
+    else:
+        fail(
+            "no cluster to work with: give --kubeconfig FILE or set $KUBECONFIG "
+            "(~/.kube/config is read only when named), or --no-kube to serve admission only"
+        )
     return ClusterConfig(
-        kubeconfig=args.kubeconfig,
+        kubeconfig=kubeconfig,
+        source=source,
         namespace=args.namespace,
         webhook_config_name=args.webhook_config_name,
         leader_election=args.leader_election,

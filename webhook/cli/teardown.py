@@ -14,6 +14,7 @@ from typing import Any
 
 from webhook.aws import teardown
 from webhook.aws.clients import BootstrapError
+from webhook.cli.commands import command
 from webhook.cli.options import (
     add,
     add_artifact_flag,
@@ -25,18 +26,27 @@ from webhook.cli.options import (
 
 
 def add_parser(commands: Any) -> None:
-    p = commands.add_parser(
-        "teardown", help="remove what bootstrap made (plan first; asks unless --yes)"
+    p = command(
+        commands,
+        "teardown",
+        help="remove what bootstrap made (plan first; asks unless --yes)",
+        description="Remove what bootstrap made, and nothing else: found by the same names and "
+        "the tag bootstrap sets, shown as a plan, asked about (unless --yes), then removed "
+        "exactly as planned. The artifact bucket and its objects stay unless --delete-artifacts.",
+        examples=[
+            "mlflow-webhook teardown --cluster-name prod --artifact-store-uri "
+            "s3://ml-artifacts/mlflow --dry-run",
+        ],
     )
     add_region_flag(p)
-    add_name_flags(p)
+    add_name_flags(p, use="remove")
     add(
         p,
         "--service-account",
         default="sagemaker-mlflow-sa",
         help="ServiceAccount whose EKS Pod Identity associations name the pod role",
     )
-    add_artifact_flag(p)
+    add_artifact_flag(p, use="remove")
     add_plan_flags(p, verb="delete")
     add(p, "--yes", action="store_true", default=False, help="delete without asking")
     add(

@@ -94,6 +94,23 @@ def misplaced(found: Located, settings: Settings) -> str | None:
     )
 
 
+def unquoted(found: Located) -> str | None:
+    """The first label or annotation a manifest gives as a YAML boolean, number or null (the
+    commonest slip: `inject: true`), named, with the fix; Kubernetes takes strings only."""
+    metadata = mapping(found.template.get("metadata"))
+    where = f"{found.path}.metadata" if found.path else "metadata"
+    for key in ("labels", "annotations"):
+        for name, value in mapping(metadata.get(key)).items():
+            if isinstance(name, str) and not isinstance(value, str | dict | list):
+                word = {True: "true", False: "false", None: ""}.get(value, str(value))
+                kind = "a YAML boolean" if isinstance(value, bool) else "not a string"
+                return (
+                    f"{where}.{key} {name}: {word or 'null'} is {kind}; Kubernetes takes only "
+                    f'strings there: quote it, {name}: "{word}"'
+                )
+    return None
+
+
 def inject_documents(docs: list[Any], settings: Settings, *, everything: bool = False) -> Injected:
     """Mutate every opted-in template (or, with `everything`, every one not opted out)."""
     result = Injected()
@@ -101,7 +118,7 @@ def inject_documents(docs: list[Any], settings: Settings, *, everything: bool = 
         for found in located_templates(doc):
             where, template = found.where, found.template
             result.templates += 1
-            problem = unreadable(template)
+            problem = unquoted(found) or unreadable(template)
             if problem:
                 result.warnings.append(f"{where}: {problem}; left unchanged")
                 continue

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass
 from pathlib import Path
 
 import urllib3
@@ -19,21 +20,46 @@ class ClusterError(Exception):
     """The API server cannot be used: one line a person can act on."""
 
 
-def connect(kubeconfig: str | None) -> client.ApiClient | None:
-    """An API client that has reached the API server, or None when there is no cluster."""
+@dataclass(frozen=True)
+class Connection:
+    """An API client that has reached its API server, and the kubeconfig context it came from."""
+
+    client: client.ApiClient
+    context: str | None = None
+
+
+def connect(kubeconfig: str | None, source: str = "kubeconfig") -> Connection:
+    """The API server of this kubeconfig (a path, or several as $KUBECONFIG joins them), or
+    without one the Pod's own, reached once so that a wrong one ends the start at once.
+    `source` names it in errors as the person gave it (`--kubeconfig F`, `$KUBECONFIG F`)."""
+    context = None
     if kubeconfig:
         try:
             api = config.new_client_from_config(config_file=kubeconfig)
-        except (ConfigException, OSError) as error:
-            raise ClusterError(f"cannot use --kubeconfig {kubeconfig}: {_why(error)}") from error
+            context = config.list_kube_config_contexts(config_file=kubeconfig)[1].get("name")
         except Exception as error:  # a malformed file fails in many ways
-            raise ClusterError(f"--kubeconfig {kubeconfig} is not a valid kubeconfig") from error
+            raise ClusterError(unusable(source, error)) from error
     elif os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
         api = _in_cluster()
     else:
-        return None
+        raise ClusterError("no cluster: no kubeconfig given and not in a Pod")
     _probe(api)
-    return api
+    return Connection(api, context)
+
+
+def unusable(source: str, error: BaseException) -> str:
+    """Why a kubeconfig cannot be loaded, in one line that names it as the person gave it."""
+    if isinstance(error, UnicodeDecodeError):
+        return f"{source} is not a kubeconfig: not UTF-8 text (byte {error.start})"
+    mark = getattr(error, "problem_mark", None)
+    if mark is not None:  # PyYAML's own message names the file again and quotes it with a caret
+        problem = " ".join(str(getattr(error, "problem", "") or "").split())
+        return (
+            f"{source} is not valid YAML: line {mark.line + 1}, column {mark.column + 1}: {problem}"
+        )
+    if isinstance(error, ConfigException | OSError):
+        return f"cannot use {source}: {' '.join(_why(error).split())}"
+    return f"{source} is not a valid kubeconfig"
 
 
 def _in_cluster() -> client.ApiClient:
