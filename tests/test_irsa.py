@@ -71,3 +71,6 @@ def test_windows(spec: dict[str, object], windows: bool) -> None:
     assert found.windows is windows
     expected = "C:\\var\\run\\token" if windows else "/var/run/token"
     assert found.token_file("/var/run/token") == expected
+    # A Windows mount path of the container's own keeps its drive.
+    own = "C:\\creds\\token" if windows else "C:\\creds/token"
+    assert found.token_file("C:\\creds/token") == own

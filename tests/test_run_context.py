@@ -134,3 +134,45 @@ def test_run_tags_parse() -> None:
     assert [source for source, _ in problems] == ["here", "here"]
     assert problems[0][1] == "run tag 'c' is not key=value; left out"
     assert problems[1][1].endswith("has a value longer than MLflow's 8000 characters; left out")
+
+
+def injected_env(pod: dict[str, Any]) -> tuple[dict[str, str], list[str]]:
+    result = admit(parse(review_for(pod)), settings(run_context=True))
+    return environment(apply(pod, result.patch), "main"), result.warnings
+
+
+def bare_pod(**metadata: Any) -> dict[str, Any]:
+    annotations = {"mlflow-webhook.io/inject": "true", **metadata.pop("annotations", {})}
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": "p", "annotations": annotations, **metadata},
+        "spec": {"containers": [{"name": "main", "image": "python:3.12"}]},
+    }
+
+
+@pytest.mark.parametrize(
+    ("index", "node_id"),
+    [("3", "index-3"), ("$(AWS_ROLE_ARN)", None), ("1/2", None), ("٣", None)],
+)
+def test_a_node_id_is_only_ever_a_name_a_metric_takes(index: str, node_id: str | None) -> None:
+    """From the completion index annotation, which no API server validates: digits or nothing."""
+    env, _ = injected_env(bare_pod(annotations={"batch.kubernetes.io/job-completion-index": index}))
+    assert env.get("MLFLOW_SYSTEM_METRICS_NODE_ID") == node_id
+
+
+def test_run_tags_stop_short_of_what_an_environment_takes() -> None:
+    """Twenty tags of 7,990 characters would make a 160 KB variable, past Linux's 128 KiB for
+    one environment string: those past the run tags' 16 KiB are left out, with a warning."""
+    raw = ",".join(f"t{i}={'v' * 7990}" for i in range(20))
+    env, warnings = injected_env(bare_pod(annotations={"mlflow-webhook.io/run-tags": raw}))
+    context = json.loads(env["MLFLOW_RUN_CONTEXT"])
+    assert [k for k in context if k.startswith("t")] == ["t0", "t1"]
+    assert len(env["MLFLOW_RUN_CONTEXT"]) < 20 * 1024
+    assert any("'t2' and those after it are past 16384 bytes" in w for w in warnings), warnings
+
+
+def test_a_long_argo_step_name_is_cut_to_what_mlflow_stores() -> None:
+    name = "workflows.argoproj.io/node-name"
+    env, _ = injected_env(bare_pod(annotations={name: "s" * 9000}))
+    assert json.loads(env["MLFLOW_RUN_CONTEXT"])[f"k8s.pod.annotation.{name}"] == "s" * 8000

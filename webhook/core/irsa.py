@@ -44,7 +44,11 @@ class Irsa:
 
     def token_file(self, path: str) -> str:
         """The token's path as the container's process sees it: on Windows, `C:\\var\\...`."""
-        return "C:" + path.replace("/", "\\") if self.windows else path
+        if not self.windows:
+            return path
+        # A mount at a Windows path of the container's own has its drive already.
+        drive = "C:" if path.startswith("/") else ""
+        return drive + path.replace("/", "\\")
 
 
 def read(metadata: dict[str, Any], spec: dict[str, Any]) -> Irsa:

@@ -261,11 +261,23 @@ def _credentials(
             reason = f"sets {has[0]} but not {other}: added neither, as the EKS webhook does"
         elif role.get("value") != own[_IDENTITY[0]] or "valueFrom" in role:
             reason = f"kept its own {_IDENTITY[0]}"
+        elif irsa.windows and _value(container, _IDENTITY[1]).startswith("/"):
+            # Another webhook's, which read no spec.os.name: on Windows no token is there.
+            reason = f"kept its {_IDENTITY[1]}, a Linux path, though the Pod runs on Windows"
     for key in _IDENTITY:
         own.pop(key, None)
     if reason:
         out.notes.append(Note(_target(path, container), reason))
     return container.get("name", "") not in irsa.skipped
+
+
+def _value(container: dict[str, Any], name: str) -> str:
+    """The literal value the container gives `name` ("" for none, or one from elsewhere)."""
+    for entry in container.get("env") or ():
+        if entry.get("name") == name:
+            value = entry.get("value")
+            return value if isinstance(value, str) else ""
+    return ""
 
 
 def _service_account(
@@ -379,6 +391,21 @@ def _missing(
 ) -> list[Any]:
     """`_container_env` where the container already sets some of the names."""
     current = container.get("env") or ()
+    taken = [
+        n
+        for n in DOWNWARD
+        if n in names and n in env and next(e for e in current if e.get("name") == n) != env[n]
+    ]
+    if taken:
+        # Its own value would be expanded into our context, which could then name another
+        # namespace, or not be JSON at all: it gets no value that refers to one.
+        env = {
+            k: v
+            for k, v in env.items()
+            if isinstance(v, dict) or set(taken).isdisjoint(references(v))
+        }
+        reason = f"defines {' and '.join(taken)} itself, so it gets no run context of ours"
+        out.notes.append(Note(_target(path, container), reason))
     missing: list[Any] = []
     differ: list[str] = []
     for name, value in env.items():

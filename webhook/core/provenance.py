@@ -92,8 +92,12 @@ ANNOTATIONS = (JOB_INDEX, "workflows.argoproj.io/node-name")
 # `path_not_unique`, MAX_ENTITY_KEY_LENGTH and MAX_TAG_VAL_LENGTH. A run whose tags fail them
 # is refused, so none that would may reach a Pod.
 _TAG_KEY = re.compile(r"^[/\w.\- :]*$")
+_NODE_ID = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 MAX_TAG_KEY = 250
 MAX_TAG_VALUE = 8000
+# Far below Linux's 128 KiB for one environment string (MAX_ARG_STRLEN), past which the
+# container's process could not start: the run tags' share of the context.
+MAX_RUN_TAGS_BYTES = 16 * 1024
 
 _TRUE = frozenset({"true", "enabled"})
 _FALSE = frozenset({"false", "disabled"})
@@ -210,6 +214,8 @@ def check_tag_key(key: str) -> str:
     if norm != key or norm == "." or norm.startswith(("..", "/")):
         return "reads as a file path MLflow would change (a leading /, //, a trailing /, . or ..)"
     if key.startswith("mlflow."):
+        # Our rule, not MLflow's: its own context providers set mlflow.* tags (the user, the
+        # source), which a tag set on every run would hide.
         return "is in MLflow's own mlflow. namespace"
     return ""
 
@@ -282,8 +288,9 @@ def provenance(
     if raw is not None or settings.system_metrics is not None:
         key = keys.system_metrics
         pod_metrics = switch(raw, f"annotation {key}", problems)
-        ns_metrics = switch(settings.system_metrics, f"namespace annotation {key}", problems)
-        system_metrics = bool(pod_metrics if pod_metrics is not None else ns_metrics)
+        if pod_metrics is None:
+            pod_metrics = switch(settings.system_metrics, f"namespace annotation {key}", problems)
+        system_metrics = bool(pod_metrics)
     if not settings.run_context:
         return Provenance(system_metrics=system_metrics, problems=problems)
     # The Pod's name, uid and node are the kubelet's to fill in; `escaped` leaves them be.
@@ -305,7 +312,7 @@ def provenance(
         for key in ANNOTATIONS:
             value = annotations.get(key)
             if value and key not in labels:
-                ours[f"k8s.pod.annotation.{key}"] = clip(value, MAX_TAG_VALUE)
+                ours[f"k8s.pod.annotation.{key}"] = value[:MAX_TAG_VALUE]
     tags = {k: escaped(v) if "$" in v else v for k, v in ours.items()}
     for name in DOWNWARD:
         tags[_TAG_OF[name]] = _REF[name]
@@ -317,19 +324,34 @@ def provenance(
 def _run_tags(
     pod: Any, namespace: str | None, key: str, tags: dict[str, str], problems: list[Any]
 ) -> None:
-    """Add the run-tags annotations' tags (the Pod's win over the namespace's) to `tags`,
-    never over one of ours."""
-    extra: dict[str, str] = {}
+    """Add the run-tags annotations' tags (the Pod's win over the namespace's) to `tags`.
+
+    Never a key of the webhook's own kinds, present on this Pod or not: provenance a Pod's
+    author could write would put runs among another job's. And no more than fits
+    MAX_RUN_TAGS_BYTES, so the variable stays far below what a process's environment takes.
+    """
+    extra: dict[str, tuple[str, str]] = {}
+    reserved = ("k8s.", "container.", key.rsplit("/", 1)[0] + "/")
     for raw, source in ((namespace, f"namespace annotation {key}"), (pod, f"annotation {key}")):
-        if isinstance(raw, str):
-            found, wrong = parse_run_tags(raw, source)
-            extra.update(found)
-            problems += wrong
-    for name in sorted(extra.keys() & tags.keys()):
-        problems.append(
-            (f"annotation {key}", f"run tag {name!r} would hide the webhook's own; left out")
-        )
-    tags.update((k, escaped(v)) for k, v in extra.items() if k not in tags)
+        if not isinstance(raw, str):
+            continue
+        found, wrong = parse_run_tags(raw, source)
+        problems += wrong
+        for name, value in found.items():
+            if name.startswith(reserved):
+                reason = f"run tag {name!r} is a key of the webhook's own provenance; left out"
+                problems.append((source, reason))
+            else:
+                extra[name] = (value, source)
+    room = MAX_RUN_TAGS_BYTES
+    for name, (value, source) in extra.items():
+        value = escaped(value)
+        room -= len(name) + len(value) + 6  # the JSON around them: "":"",
+        if room < 0:
+            reason = f"run tag {name!r} and those after it are past {MAX_RUN_TAGS_BYTES} bytes"
+            problems.append((source, reason + " of run tags; left out"))
+            return
+        tags[name] = value
 
 
 def _owner(
@@ -364,19 +386,25 @@ def _node_id(labels: dict[str, str], annotations: dict[str, str]) -> str | None:
     """The Pod's place in a multi-Pod job, stable across its restarts where an index allows,
     else its name; None for a Pod of no such job, whose system metrics keep their plain names.
 
-    Label values hold only letters, digits, `-`, `_` and `.`: nothing to escape.
+    It becomes part of metric names (`system/<id>/...`), so it is made of what label values
+    hold and nothing else: letters, digits, `-`, `_` and `.`, never a `$` to escape.
     """
-    index = labels.get(JOB_INDEX) or annotations.get(JOB_INDEX)
+    index = next((v for v in (labels.get(JOB_INDEX), annotations.get(JOB_INDEX)) if _digits(v)), "")
     kind, replica = labels.get(REPLICA_TYPE), labels.get(REPLICA_INDEX)
+    found: str | None = None
     if labels.get(TRAINING_JOB) and (kind or labels.get(JOB_ROLE)):
         # The MPI Operator's launcher has a role and no index, as the one launcher.
         name = kind or labels[JOB_ROLE]
-        return f"{name}-{replica}" if replica else name
-    if labels.get(REPLICATED_JOB):
+        found = f"{name}-{replica}" if replica else name
+    elif labels.get(REPLICATED_JOB):
         parts = (labels[REPLICATED_JOB], labels.get(JOBSET_JOB_INDEX), index)
-        return "-".join(p for p in parts if p)
-    if index:
-        return f"index-{index}"
-    if labels.get(RAY_CLUSTER):
+        found = "-".join(p for p in parts if p)
+    elif index:
+        found = f"index-{index}"
+    elif labels.get(RAY_CLUSTER):
         return "head" if labels.get(RAY_NODE_TYPE) == "head" else _REF[POD_NAME_VAR]
-    return None
+    return found if found is None or _NODE_ID.match(found) else None
+
+
+def _digits(value: Any) -> bool:
+    return isinstance(value, str) and value.isascii() and value.isdigit()
