@@ -29,6 +29,7 @@ MAX_EXPIRATION = 2**32
 # The node selectors getPodSpecPatch reads; `spec.os.name` (GA since Kubernetes 1.25) says the
 # same, and we read it too: such a Pod can only run on Windows.
 _OS_SELECTORS = ("kubernetes.io/os", "beta.kubernetes.io/os")
+_KEYS = frozenset({SKIP_CONTAINERS, TOKEN_EXPIRATION})
 _INTEGER = re.compile(r"\A[+-]?[0-9]+\Z")
 
 
@@ -51,8 +52,13 @@ class Irsa:
         return drive + path.replace("/", "\\")
 
 
+_PLAIN = Irsa()
+
+
 def read(metadata: dict[str, Any], spec: dict[str, Any]) -> Irsa:
     annotations = metadata.get("annotations") or {}
+    if not ("nodeSelector" in spec or "os" in spec or _KEYS.intersection(annotations)):
+        return _PLAIN  # most Pods: nothing of this to read
     selector = mapping(spec.get("nodeSelector"))
     windows = any(selector.get(k) == "windows" for k in _OS_SELECTORS)
     windows = windows or mapping(spec.get("os")).get("name") == "windows"

@@ -136,7 +136,7 @@ class Provenance:
         needed = list(DOWNWARD) if self.tags else references(self.node_id or "")
         self._before = {name: DOWNWARD_ENTRIES[name] for name in needed}
         # The Pod's tags as a JSON object left open, for each container to close with its own.
-        self._tags_json = orjson.dumps(self.tags).decode()[:-1] + ","
+        self._tags_json = orjson.dumps(self.tags).decode()[:-1] + "," if self.tags else ""
 
 
 def _downward(name: str) -> dict[str, Any]:
@@ -271,6 +271,7 @@ class _Keys:
         )
 
 
+_NOTHING = Provenance()
 _LABEL_SET = frozenset(LABELS)
 _ANNOTATION_SET = frozenset(ANNOTATIONS)
 
@@ -282,9 +283,11 @@ def provenance(
     labels = metadata.get("labels") or {}
     annotations = metadata.get("annotations") or {}
     keys = _Keys.of(settings.prefix)
+    raw = annotations.get(keys.system_metrics)
+    if raw is None and settings.system_metrics is None and not settings.run_context:
+        return _NOTHING
     problems: list[tuple[str, str]] = []
     system_metrics = False
-    raw = annotations.get(keys.system_metrics)
     if raw is not None or settings.system_metrics is not None:
         key = keys.system_metrics
         pod_metrics = switch(raw, f"annotation {key}", problems)
