@@ -117,6 +117,7 @@ async def slowloris(args: argparse.Namespace, context: ssl.SSLContext) -> None:
         sock = socket.socket()
         sock.setblocking(False)
         opened = time.monotonic()
+        closed: asyncio.Future[bytes] | None = None
         try:
             await loop.sock_connect(sock, ("127.0.0.1", args.port))
             closed = asyncio.ensure_future(loop.sock_recv(sock, 1024))
@@ -129,6 +130,10 @@ async def slowloris(args: argparse.Namespace, context: ssl.SSLContext) -> None:
         except OSError:
             lives.append(time.monotonic() - opened)
         finally:
+            if closed is not None and closed.done():
+                closed.exception()  # a reset is how the server ends it: retrieved, not logged
+            elif closed is not None:
+                closed.cancel()
             sock.close()
 
     tasks = []
