@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import gc
 import logging
 from collections.abc import Callable
 
@@ -38,6 +39,9 @@ async def trim_after_floods(pool: Pool, every: float = EVERY_SECONDS) -> None:
     while True:
         await asyncio.sleep(every)
         if pool.peak - len(pool) >= FLOOD:
+            # Handshakes that failed leave cycles (a task, its exception, its traceback) that
+            # only a full collection frees; what startup loaded is frozen, out of its way.
+            gc.collect()
             # In a thread: it walks the heap, which can take a few milliseconds.
             await asyncio.to_thread(trim)
             log.debug("returned freed memory", extra={"peak": pool.peak, "open": len(pool)})
