@@ -2,7 +2,8 @@
 
 The connections a flood opens free their TLS buffers when they close, but glibc's malloc keeps
 what was freed for the next allocation: without a trim, a replica stays at its flood's peak.
-`malloc_trim` returns it, so it runs once the pool has shrunk by a flood's worth since its peak.
+`malloc_trim` returns it, so it runs once the pool has shrunk by a flood's worth since its peak,
+and again at each look while it goes on shrinking.
 """
 
 from __future__ import annotations
@@ -36,13 +37,20 @@ async def trim_after_floods(pool: Pool, every: float = EVERY_SECONDS) -> None:
     trim = malloc_trim()
     if trim is None:
         return
+    last: int | None = None  # the pool's size at the last trim, until it grows again
     while True:
         await asyncio.sleep(every)
-        if pool.peak - len(pool) >= FLOOD:
+        now = len(pool)
+        # A flood's tail (handshakes that end at their deadline, a few seconds apart) may
+        # shrink the pool by less than a flood's worth a look: trimmed again while it shrinks.
+        if pool.peak - now >= FLOOD or (last is not None and now < last):
             # Handshakes that failed leave cycles (a task, its exception, its traceback) that
             # only a full collection frees; what startup loaded is frozen, out of its way.
             gc.collect()
             # In a thread: it walks the heap, which can take a few milliseconds.
             await asyncio.to_thread(trim)
-            log.debug("returned freed memory", extra={"peak": pool.peak, "open": len(pool)})
-        pool.peak = len(pool)
+            log.debug("returned freed memory", extra={"peak": pool.peak, "open": now})
+            last = now
+        elif last is not None and now > last:
+            last = None
+        pool.peak = now
