@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from tests.flood import handshake
 from tests.servers import WebhookProcess, start
 from tests.test_connections import FLAGS, MEMORY_LIMIT_MIB, REVIEW, Fake, rss_mib
 from webhook.app.connections import Pool
@@ -150,3 +151,27 @@ def test_at_the_bound_those_closing_go_first_and_an_aborted_one_is_not_chosen_ag
     pool.add(Fake("newer", used=False, busy=False, since=11))  # type: ignore[arg-type]
     assert evicted == [2, 3]
     assert all(c.aborted for c in [*idle, newcomer])
+
+
+@pytest.mark.timeout(120)
+async def test_an_idle_client_that_never_reads_is_gone_soon_after_its_keep_alive(
+    tmp_path: Path,
+) -> None:
+    """Its close_notify never comes: the TLS close waits 2 s for it, not the loop's 30 s."""
+    server = start(tmp_path, *FLAGS, "--keepalive-seconds", "1")
+    pid = server.proc.pid
+    try:
+        await admit(server)  # what the first connection opens for good is not counted
+        await asyncio.sleep(2)
+        before = open_fds(pid)
+        sock = await handshake(server.port, server.client_context())
+        opened = time.monotonic()
+        assert open_fds(pid) > before
+        while open_fds(pid) > before and time.monotonic() - opened < 30:
+            await asyncio.sleep(0.1)
+        took = time.monotonic() - opened
+        sock.close()
+        assert open_fds(pid) <= before
+        assert took < 1 + 2 + 5, took  # the keep-alive, the shutdown's wait, a busy machine
+    finally:
+        server.stop()
