@@ -188,13 +188,16 @@ class Fake:
 
     def __init__(self, name: str, used: bool, busy: bool, since: float) -> None:
         self.name, self.used, self.busy, self.since = name, used, busy, since
-        self.closed = False
+        self.closed = self.aborted = False
 
     def rank(self) -> tuple[int, float]:
         return (2 if self.busy else int(self.used), self.since)
 
     def force_close(self) -> None:
         self.closed = True
+
+    def abort(self) -> None:
+        self.closed = self.aborted = True
 
 
 def test_at_the_bound_the_longest_idle_go_first_never_used_before_used() -> None:

@@ -35,6 +35,8 @@ ALERTS = {
     "MlflowWebhookMissedPods",
     "MlflowWebhookBootstrapFailing",
     "MlflowWebhookNoLeader",
+    "MlflowWebhookFailedOpen",
+    "MlflowWebhookCallsFailing",
 }
 METRIC = re.compile(r"\bmlflow_webhook_[a-z_]+")
 

@@ -2,9 +2,11 @@
 
 Every open connection costs memory whether or not it ever sends a request (about 54 KiB while
 its TLS handshake is pending, 32 KiB once idle), so a replica keeps at most `limit` of them,
-counted from accept(). At the bound a new connection is still served: the longest-idle are
-closed first, those that never sent a request (their handshake finished or not) before those
-that did, so a flood of idle sockets cannot lock the API server out.
+counted from accept() until the transport is gone. At the bound a new connection is still
+served: those already closing go first, then the longest-idle, those that never sent a request
+(their handshake finished or not) before those that did, so a flood of idle sockets cannot lock
+the API server out. What the bound closes is aborted, not shut down: a TLS close waits for the
+peer's close_notify, which a client that never reads never sends.
 
 The site accepts by itself, so that a connection is in the pool (and can be closed) before
 its handshake. aiohttp builds one `RequestHandler` a connection; ours is a subclass, and
@@ -19,7 +21,7 @@ import logging
 import socket
 import ssl
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from aiohttp import web
 from aiohttp.streams import StreamReader
@@ -29,11 +31,17 @@ from webhook.app.answers import error, raw_error
 from webhook.core.echo import clip
 
 log = logging.getLogger("webhook.connections")
+# How long a TLS close waits for the peer's close_notify (the loop's default is 30 s): a client
+# that answers does so within a round trip, one that never reads holds memory meanwhile.
+SHUTDOWN_SECONDS = 2.0
 
 
 class Member(Protocol):
+    aborted: bool
+
     def rank(self) -> tuple[int, float]: ...
     def force_close(self) -> None: ...
+    def abort(self) -> None: ...
 
 
 class Pool:
@@ -43,22 +51,29 @@ class Pool:
         self.limit = limit
         self.open: dict[Member, None] = {}  # an ordered set
         self.on_evict = on_evict
+        self.peak = 0  # the most open at once since `memory` last looked
 
     def __len__(self) -> int:
         return len(self.open)
 
     def add(self, new: Member) -> None:
         self.open[new] = None
+        self.peak = max(self.peak, len(self.open))
         excess = len(self.open) - self.limit
         if excess > 0:
             # Close a few more than needed, so a flood does not scan the pool on every accept.
+            # An aborted one stays counted until its transport is gone (the loop's next turn)
+            # but is not chosen again: closing it twice frees nothing.
             count = excess + max(1, self.limit // 64)
             victims = heapq.nsmallest(
-                count, (c for c in self.open if c is not new), key=lambda c: c.rank()
+                count,
+                (c for c in self.open if c is not new and not c.aborted),
+                key=lambda c: c.rank(),
             )
             for victim in victims:
-                victim.force_close()
-            self.on_evict(len(victims))
+                victim.abort()
+            if victims:
+                self.on_evict(len(victims))
 
     def discard(self, conn: Member) -> None:
         self.open.pop(conn, None)
@@ -79,9 +94,11 @@ class Connection(web.RequestHandler):
     """
 
     __slots__ = (
+        "aborted",
         "busy",
         "headers_timeout",
         "headers_timer",
+        "link",
         "loop",
         "pending",
         "pool",
@@ -101,19 +118,31 @@ class Connection(web.RequestHandler):
     ) -> None:
         super().__init__(manager, loop=loop, **kwargs)
         self.loop, self.pool, self.headers_timeout = loop, pool, headers_timeout
-        self.used = self.busy = False
+        self.used = self.busy = self.aborted = False
         self.since = loop.time()
+        self.link: asyncio.Transport | None = None  # kept after aiohttp lets go of it
         self.headers_timer: asyncio.TimerHandle | None = None
         self.pending: Member | None = None  # what stood for it in the pool during the handshake
         self.reading: StreamReader | None = None  # a body still arriving, under the deadline
 
     def rank(self) -> tuple[int, float]:
-        """Lowest first to close: never used, then idle, then the oldest request in flight
-        (at the bound with every connection busy, the oldest is the likeliest to be stalled)."""
+        """Lowest first to close: closing already, then never used, then idle, then the oldest
+        request in flight (at the bound with every connection busy, the oldest is the likeliest
+        to be stalled)."""
+        if self.transport is None:  # aiohttp lets go of it when it starts to close
+            return (-1, self.since)
         return (2 if self.busy else int(self.used), self.since)
+
+    def abort(self) -> None:
+        """End it now, without waiting on the peer: its socket closes on the loop's next turn."""
+        self.aborted = True
+        self._stop_timer()
+        if self.link is not None:
+            self.link.abort()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        self.link = cast(asyncio.Transport, transport)  # TLS, which can abort
         self.since = self.loop.time()
         if self.pending is not None:
             # Leave first, so that joining cannot close the handshake that made this connection.
@@ -124,6 +153,7 @@ class Connection(web.RequestHandler):
     def connection_lost(self, exc: BaseException | None) -> None:
         self._stop_timer()
         self.pool.discard(self)
+        self.link = None
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
@@ -209,16 +239,21 @@ class Pending:
     sockets which never say hello meet the same limit. It ranks with the connections that never
     sent a request, by age: a handshake that is slow only because the server is busy is young."""
 
-    __slots__ = ("since", "task")
+    __slots__ = ("aborted", "since", "task")
 
     def __init__(self, since: float) -> None:
         self.since = since
+        self.aborted = False
         self.task: asyncio.Task[None] | None = None
 
     def rank(self) -> tuple[int, float]:
         return (0, self.since)
 
     def force_close(self) -> None:
+        self.abort()
+
+    def abort(self) -> None:
+        self.aborted = True
         if self.task is not None:
             self.task.cancel()  # uvloop closes the socket when its handshake is cancelled
 
@@ -312,6 +347,7 @@ class Site(web.BaseSite):
                 sock,
                 ssl=self.context,
                 ssl_handshake_timeout=self.handshake_timeout,
+                ssl_shutdown_timeout=SHUTDOWN_SECONDS,
             )
         except (Exception, asyncio.CancelledError) as exc:  # noqa: BLE001 - ends this one only
             log.debug("TLS handshake did not finish: %r", exc)

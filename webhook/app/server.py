@@ -23,6 +23,7 @@ from webhook.app.cluster import NO_CLUSTER, Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.connections import Connection, Site
 from webhook.app.handlers import State
+from webhook.app.memory import trim_after_floods
 from webhook.core.settings import Settings
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed, service_names
 from webhook.tls.context import ReloadingContext
@@ -132,6 +133,7 @@ async def serve(config: ServeConfig) -> int:
     background = [
         asyncio.create_task(_certificates(state, tls)),
         asyncio.create_task(_loop_lag(state)),
+        asyncio.create_task(trim_after_floods(state.pool)),
     ]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
