@@ -88,7 +88,7 @@ def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: st
     bucket, prefix = split_s3_uri(config.artifact_store_uri or plan.artifact_store_uri)
     if not bucket:
         raise BootstrapError(f"cannot tell the artifact store of {plan.tracking_arn}")
-    doc = policies.pod_access(part, plan.tracking_arn, bucket, prefix)
+    doc = policies.pod_access(part, plan.tracking_arn, bucket, prefix, config.artifact_uploads)
     policy_arn = iam.managed_policy(clients, plan, account, config.pod_policy_name, doc)
     namespaces = list(config.trust_namespaces)
     if config.credentials == "irsa":

@@ -19,6 +19,7 @@ from webhook.app.config import (
 )
 from webhook.aws.config import KINDS, BootstrapConfig, parse_tags
 from webhook.core.settings import (
+    ARTIFACT_UPLOADS,
     CREDENTIALS,
     PLACEHOLDER,
     SERVICE_ACCOUNT_POLICIES,
@@ -145,6 +146,19 @@ def add_mutation_flags(parser: Flags) -> None:
     add(
         parser, "--prefix", default="mlflow-webhook.io", help="prefix of our labels and annotations"
     )
+    add_artifact_uploads_flag(parser)
+
+
+def add_artifact_uploads_flag(parser: Flags) -> None:
+    """What Pods are told (serve, inject) and what the Pods' policy allows (bootstrap)."""
+    add(
+        parser,
+        "--artifact-uploads",
+        choices=ARTIFACT_UPLOADS,
+        default="direct",
+        help="how Pods upload artifacts: direct (the Pods' role writes to S3) or presigned "
+        "(through URLs the tracking server signs; the Pods' role only reads S3)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
@@ -157,6 +171,7 @@ def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
         "service_account": args.service_account,
         "service_account_policy": args.service_account_policy,
         "prefix": args.prefix,
+        "artifact_uploads": args.artifact_uploads,
         # Only `serve` has these: offline injection sees templates, not the Pods that run.
         "run_context": getattr(args, "run_context", "off") == "on",
         "cluster_name": getattr(args, "cluster_name", None),
@@ -404,6 +419,7 @@ def add_bootstrap_flags(parser: Flags, *, standalone: bool) -> None:
             default="sagemaker-mlflow-sa",
             help="ServiceAccount the role trusts",
         )
+        add_artifact_uploads_flag(parser)
         add_plan_flags(parser, verb="change")
 
 

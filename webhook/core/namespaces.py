@@ -16,12 +16,20 @@ from typing import Any
 from webhook.core.settings import (
     ConfigError,
     Settings,
+    check_artifact_uploads,
     check_role_arn,
     example_value,
     parse_tracking_uri,
 )
 
-NAMES = ("tracking-uri", "role-arn", "experiment", "run-tags", "system-metrics")
+NAMES = (
+    "tracking-uri",
+    "role-arn",
+    "experiment",
+    "run-tags",
+    "system-metrics",
+    "artifact-uploads",
+)
 
 # What a cache keeps of one namespace: our annotations only, hashable, in NAMES order.
 Annotations = tuple[tuple[str, str], ...]
@@ -60,15 +68,21 @@ def pick(annotations: Mapping[str, Any] | None, prefix: str) -> Annotations:
 def resolve(annotations: Annotations, base: Settings) -> Resolved:
     """The effective settings for a namespace carrying `annotations` (see `pick`)."""
     found = dict(annotations)
-    uri, role, experiment, run_tags, system_metrics = (found.get(k) for k in keys(base.prefix))
+    uri, role, experiment, run_tags, system_metrics, uploads = (
+        found.get(k) for k in keys(base.prefix)
+    )
     # Read with each Pod's own (webhook.core.provenance), which says what is wrong in them.
     if experiment or run_tags or system_metrics:
         base = dataclasses.replace(
             base, experiment=experiment, run_tags=run_tags, system_metrics=system_metrics
         )
-    if uri is None and role is None:
-        return Resolved(base)
     try:
+        if uploads is not None:
+            # The namespace's Pods must then be given a role whose policy fits: the admin's call.
+            mode = check_artifact_uploads(uploads, f"{base.prefix}/artifact-uploads")
+            base = dataclasses.replace(base, artifact_uploads=mode)
+        if uri is None and role is None:
+            return Resolved(base)
         return Resolved(_own(base, uri, role))
     except ConfigError as exc:
         return Resolved(None, str(exc))

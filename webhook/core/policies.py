@@ -61,12 +61,18 @@ def server_access(part: str, bucket: str, prefix: str) -> Document:
     )
 
 
-def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Document:
+def pod_access(
+    part: str, tracking_arn: str, bucket: str, prefix: str, uploads: str = "direct"
+) -> Document:
     """What a training Pod needs: MLflow calls on this one server or App, and its artifact
     prefix.
 
-    The MLflow client writes artifacts straight to S3 with the Pod's own credentials, so
-    without the S3 statements log_artifact and log_model fail.
+    With direct uploads the MLflow client writes artifacts straight to S3 with the Pod's own
+    credentials, so without s3:PutObject log_artifact and log_model fail. With presigned uploads
+    (the plugin's S3PresignedArtifactRepository) every log_artifact and log_artifacts is a PUT
+    to a URL the tracking server signed, so the Pod keeps only what MLflow's S3 repository reads
+    with its own credentials: list_objects_v2 (s3:ListBucket) and head_object/download_file
+    (s3:GetObject), for list_artifacts and download_artifacts.
 
     An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the resource type
     `mlflow-app` of the Service Authorization Reference's "Amazon SageMaker" page (prefix
@@ -84,7 +90,8 @@ def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Docume
         "Action": "sagemaker:CallMlflowAppApi" if app else "sagemaker-mlflow:*",
         "Resource": tracking_arn,
     }
-    return document(mlflow, *s3_access(part, bucket, prefix, ["s3:GetObject", "s3:PutObject"]))
+    objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
+    return document(mlflow, *s3_access(part, bucket, prefix, objects))
 
 
 def subjects(service_account: str, namespaces: list[str]) -> list[str]:

@@ -11,9 +11,14 @@ from webhook.core.pointers import join
 
 Credentials = Literal["irsa", "pod-identity", "none"]
 ServiceAccountPolicy = Literal["keep", "override"]
+# How artifacts reach S3: with the Pod's own S3 write, or through presigned URLs the tracking
+# server hands out (the sagemaker-mlflow plugin's SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED).
+ArtifactUploads = Literal["direct", "presigned"]
 
 CREDENTIALS: tuple[Credentials, ...] = ("irsa", "pod-identity", "none")
 SERVICE_ACCOUNT_POLICIES: tuple[ServiceAccountPolicy, ...] = ("keep", "override")
+ARTIFACT_UPLOADS: tuple[ArtifactUploads, ...] = ("direct", "presigned")
+PRESIGNED_UPLOAD_VAR = "SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED"
 
 # The names the EKS pod-identity webhook uses, so whichever of us runs first the other skips.
 TOKEN_VOLUME = "aws-iam-token"  # noqa: S105 - a volume name, not a secret
@@ -86,6 +91,14 @@ def check_role_arn(arn: str, name: str = "--role-arn") -> str:
     return arn
 
 
+def check_artifact_uploads(value: str, name: str = "--artifact-uploads") -> ArtifactUploads:
+    """`value` when it is an upload mode; else ConfigError, naming where it came from."""
+    for mode in ARTIFACT_UPLOADS:
+        if value == mode:
+            return mode
+    raise ConfigError(f"{name} must be one of {', '.join(ARTIFACT_UPLOADS)}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the mutation depends on. Build it with `Settings.create`, which validates."""
@@ -96,6 +109,7 @@ class Settings:
     service_account: str = "sagemaker-mlflow-sa"
     service_account_policy: ServiceAccountPolicy = "keep"
     prefix: str = "mlflow-webhook.io"
+    artifact_uploads: ArtifactUploads = "direct"
     # A namespace's own settings (webhook.core.namespaces) set these; the global ones do not.
     experiment: str | None = None
     # The namespace's own run-tags and system-metrics annotations, read with the Pod's.
@@ -129,6 +143,7 @@ class Settings:
         prefix: str = "mlflow-webhook.io",
         run_context: bool = False,
         cluster_name: str | None = None,
+        artifact_uploads: str = "direct",
     ) -> Settings:
         if not tracking_uri:
             raise ConfigError("a tracking URI is required (--tracking-uri)")
@@ -164,6 +179,7 @@ class Settings:
             service_account=service_account,
             service_account_policy=service_account_policy,
             prefix=prefix,
+            artifact_uploads=check_artifact_uploads(artifact_uploads),
             run_context=run_context,
             cluster_name=cluster_name or None,
         )
