@@ -95,7 +95,10 @@ class MlflowServer:
     """A real `mlflow server` from the end-to-end environment.
 
     `sagemaker` mode stores artifacts in S3 and does not serve them, as SageMaker runs it: the
-    client writes to S3 with its own credentials. `self-hosted` mode proxies artifacts itself.
+    client writes to S3 with its own credentials, or, with the plugin's presigned uploads, to
+    a URL this server signs (MLflow's own POST /api/2.0/mlflow/artifacts/presigned-upload-url,
+    which the front door forwards like any other call). `self-hosted` mode proxies artifacts
+    itself.
     """
 
     def __init__(self, workdir: Path, moto: Moto, mode: str = "sagemaker") -> None:
@@ -122,7 +125,7 @@ class MlflowServer:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**RUNTIME_ENV, "MLFLOW_S3_ENDPOINT_URL": moto.url},
+            env={**RUNTIME_ENV, **SERVER_S3, "MLFLOW_S3_ENDPOINT_URL": moto.url},
             # Its own process group: `mlflow server` starts uvicorn, a job runner and its
             # consumers, which outlive a signal sent to it alone.
             start_new_session=True,
@@ -174,6 +177,16 @@ class MlflowServer:
             os.killpg(group, signal.SIGKILL)
         self.proc.wait()
         self.log.close()
+
+
+# What SageMaker runs the server with: its execution role's credentials, here moto's, and moto
+# itself as S3, so the URLs it presigns are real and S3 (moto) takes them without the gate: S3
+# authorizes a presigned request as its signer, never as the Pod that sends it.
+SERVER_S3 = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def _group_alive(group: int) -> bool:
@@ -247,11 +260,13 @@ def write_token(root: Path, pod: dict[str, Any], env: dict[str, str], token: str
     return path
 
 
-def run_training(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_training(
+    env: dict[str, str], workdir: Path, script: Path = TRAIN
+) -> subprocess.CompletedProcess[str]:
     """The recipe's snippet in a process whose environment is exactly `env` plus the runtime's."""
     python = venv.ensure() / "bin" / "python"
     return subprocess.run(
-        [str(python), str(TRAIN)],
+        [str(python), str(script)],
         env={**RUNTIME_ENV, **env},
         cwd=workdir,
         capture_output=True,
