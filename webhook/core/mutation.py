@@ -28,6 +28,7 @@ from webhook.core.provenance import (
     references,
 )
 from webhook.core.settings import (
+    ASSUME_ROLE_VAR,
     PRESIGNED_UPLOAD_VAR,
     TOKEN_AUDIENCE,
     TOKEN_DIR,
@@ -87,6 +88,8 @@ def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
         env[IDENTITY_FILE_VAR] = TOKEN_FILE
     if settings.artifact_uploads == "presigned":
         env[PRESIGNED_UPLOAD_VAR] = "true"
+    if settings.assume_role_arn:
+        env[ASSUME_ROLE_VAR] = settings.assume_role_arn
     if experiment:
         env["MLFLOW_EXPERIMENT_NAME"] = escaped(experiment)
     return env

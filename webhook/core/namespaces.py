@@ -29,6 +29,7 @@ NAMES = (
     "run-tags",
     "system-metrics",
     "artifact-uploads",
+    "assume-role-arn",
 )
 
 # What a cache keeps of one namespace: our annotations only, hashable, in NAMES order.
@@ -68,7 +69,7 @@ def pick(annotations: Mapping[str, Any] | None, prefix: str) -> Annotations:
 def resolve(annotations: Annotations, base: Settings) -> Resolved:
     """The effective settings for a namespace carrying `annotations` (see `pick`)."""
     found = dict(annotations)
-    uri, role, experiment, run_tags, system_metrics, uploads = (
+    uri, role, experiment, run_tags, system_metrics, uploads, assume = (
         found.get(k) for k in keys(base.prefix)
     )
     # Read with each Pod's own (webhook.core.provenance), which says what is wrong in them.
@@ -81,9 +82,20 @@ def resolve(annotations: Annotations, base: Settings) -> Resolved:
             # The namespace's Pods must then be given a role whose policy fits: the admin's call.
             mode = check_artifact_uploads(uploads, f"{base.prefix}/artifact-uploads")
             base = dataclasses.replace(base, artifact_uploads=mode)
+        if assume is not None:
+            key = f"{base.prefix}/assume-role-arn"
+            reason = example_value(assume)
+            if reason:
+                raise ConfigError(f"{key} {assume!r} {reason}")
+            check_role_arn(assume, key)
         if uri is None and role is None:
-            return Resolved(base)
-        return Resolved(_own(base, uri, role))
+            if assume is None:
+                return Resolved(base)
+            return Resolved(dataclasses.replace(base, assume_role_arn=assume, source="namespace"))
+        # A namespace's own server is reached through its own role to assume, or none: the
+        # global one was granted for the global server.
+        own = _own(base, uri, role)
+        return Resolved(dataclasses.replace(own, assume_role_arn=assume))
     except ConfigError as exc:
         return Resolved(None, str(exc))
 

@@ -62,7 +62,12 @@ def server_access(part: str, bucket: str, prefix: str) -> Document:
 
 
 def pod_access(
-    part: str, tracking_arn: str, bucket: str, prefix: str, uploads: str = "direct"
+    part: str,
+    tracking_arn: str,
+    bucket: str,
+    prefix: str,
+    uploads: str = "direct",
+    assume_role_arn: str | None = None,
 ) -> Document:
     """What a training Pod needs: MLflow calls on this one server or App, and its artifact
     prefix.
@@ -91,7 +96,51 @@ def pod_access(
         "Resource": tracking_arn,
     }
     objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
-    return document(mlflow, *s3_access(part, bucket, prefix, objects))
+    statements = [mlflow, *s3_access(part, bucket, prefix, objects)]
+    if assume_role_arn:
+        # The plugin's AssumeRole passes RoleArn and RoleSessionName only (sagemaker_mlflow
+        # auth.py, presigned_url.py): no session tags, so no sts:TagSession.
+        statements.append(
+            {
+                "Sid": "AssumeTrackingRole",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": assume_role_arn,
+            }
+        )
+    return document(*statements)
+
+
+def central_role(
+    part: str, pod_role_arn: str, tracking_arn: str, bucket: str, prefix: str, uploads: str
+) -> Document:
+    """For the central account's administrator: the role our Pods assume there, and what its
+    artifact bucket must allow them.
+
+    The role is for the tracking server's or App's API only: the plugin signs those calls with
+    the assumed session, but MLflow reads and writes S3 with the Pod's own credentials (its S3
+    repository uses boto3's default chain), so S3 belongs in the bucket's policy, for our Pods'
+    role, and not in this role.
+    """
+    trust = document(
+        {
+            "Sid": "MlflowWebhookPods",
+            "Effect": "Allow",
+            "Principal": {"AWS": pod_role_arn},
+            "Action": "sts:AssumeRole",
+        }
+    )
+    mlflow = pod_access(part, tracking_arn, bucket, prefix)["Statement"][0]
+    objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
+    bucket_statements = [
+        {**statement, "Principal": {"AWS": pod_role_arn}}
+        for statement in s3_access(part, bucket, prefix, objects)
+    ]
+    return {
+        "RoleTrustPolicy": trust,
+        "RolePermissionsPolicy": document(mlflow),
+        "BucketPolicyStatements": bucket_statements,
+    }
 
 
 def subjects(service_account: str, namespaces: list[str]) -> list[str]:
