@@ -10,19 +10,14 @@ real `mlflow server`, and the real sagemaker-mlflow plugin in the "container".
 from __future__ import annotations
 
 import json
-import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from tests.aws.gate import Call
 from tests.e2e import chain
-from tests.e2e.front import Front, Seen
-from tests.kube.controlplane import ControlPlane
 from tests.servers import WebhookProcess
-from tests.test_end_to_end import cluster, injected, webhook_for  # noqa: F401 - a fixture
+from tests.test_end_to_end import cluster, webhook_for  # noqa: F401 - a fixture
 from webhook.core import policies
 
 pytestmark = [pytest.mark.timeout(600), pytest.mark.usefixtures("cluster")]
@@ -59,41 +54,10 @@ def direct(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WebhookProcess]
     server.stop()
 
 
-@dataclass
-class Ran:
-    """One training process in a Pod the webhook admitted, and what AWS and MLflow saw of it."""
-
-    env: dict[str, str]
-    result: subprocess.CompletedProcess[str]
-    calls: list[Call]  # the IAM gate's, S3 as the pod role
-    seen: list[Seen]  # the front door's
-
-
-def train(
-    webhook: WebhookProcess,
-    experiment: str,
-    aws: chain.Aws,
-    plane: ControlPlane,
-    front: Front,
-    tmp_path: Path,
-    script: Path = chain.TRAIN,
-) -> Ran:
-    pod, env = injected(webhook, experiment)
-    chain.kubelet_token(plane, pod, env, tmp_path)
-    calls, seen = len(aws.gate.calls), len(front.seen)
-    result = chain.run_training(chain.redirects(env, aws, front, tmp_path), tmp_path, script)
-    return Ran(env, result, aws.gate.calls[calls:], front.seen[seen:])
-
-
 def test_presigned_uploads_land_without_s3_write(
-    presigned: WebhookProcess,
-    stack: chain.Aws,
-    control_plane: ControlPlane,
-    mlflow: chain.MlflowServer,
-    front: Front,
-    tmp_path: Path,
+    presigned: WebhookProcess, pods: chain.Pods, stack: chain.Aws, mlflow: chain.MlflowServer
 ) -> None:
-    ran = train(presigned, "presigned", stack, control_plane, front, tmp_path)
+    ran = pods.train(presigned, "presigned")
     assert ran.env["SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED"] == "true"
     assert ran.result.returncode == 0, ran.result.stderr[-3000:]
 
@@ -110,14 +74,9 @@ def test_presigned_uploads_land_without_s3_write(
 
 
 def test_direct_uploads_under_the_same_policy_are_denied(
-    direct: WebhookProcess,
-    stack: chain.Aws,
-    control_plane: ControlPlane,
-    mlflow: chain.MlflowServer,
-    front: Front,
-    tmp_path: Path,
+    direct: WebhookProcess, pods: chain.Pods, stack: chain.Aws, mlflow: chain.MlflowServer
 ) -> None:
-    ran = train(direct, "direct", stack, control_plane, front, tmp_path)
+    ran = pods.train(direct, "direct")
     assert "SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED" not in ran.env
     assert ran.result.returncode != 0
     assert "AccessDenied" in ran.result.stderr
@@ -128,15 +87,8 @@ def test_direct_uploads_under_the_same_policy_are_denied(
     assert chain.s3_keys(stack.moto, artifact_uri) == []
 
 
-def test_what_presigned_uploads_carry(
-    presigned: WebhookProcess,
-    stack: chain.Aws,
-    control_plane: ControlPlane,
-    front: Front,
-    tmp_path: Path,
-) -> None:
-    script = Path(chain.__file__).with_name("kinds.py")
-    ran = train(presigned, "kinds", stack, control_plane, front, tmp_path, script)
+def test_what_presigned_uploads_carry(presigned: WebhookProcess, pods: chain.Pods) -> None:
+    ran = pods.train(presigned, "kinds", Path(chain.__file__).with_name("kinds.py"))
     assert ran.result.returncode == 0, ran.result.stderr[-3000:]
     kinds = ("text", "dict", "model", "trace")
     outcomes = {

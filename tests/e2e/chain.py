@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.aws.gate import IamGate
+from tests.aws.gate import Call, IamGate
 from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.aws.sts import StsEmulator
 from tests.e2e import venv
-from tests.e2e.front import Front
+from tests.e2e.front import Front, Seen
 from tests.kube import kubelet
 from tests.kube.controlplane import ControlPlane
 from tests.servers import WebhookProcess
-from tests.support import apply, decode_patch, free_port, review_for
+from tests.support import apply, decode_patch, free_port, kubeflow_worker_pod, review_for
 from webhook.core import policies
 
 BUCKET = "mlflow-artifacts"
@@ -79,10 +79,10 @@ class Aws:
         """Until `sts.trust_keys` is given the issuer's keys, no token verifies."""
         moto = Moto()
         provision(moto, issuer)
-        sts = StsEmulator(moto.url, ACCOUNT)
-        sts.start()
         gate = IamGate(moto.url, ACCOUNT)
         gate.start()
+        sts = StsEmulator(moto.url, ACCOUNT, gate=gate)
+        sts.start()
         return cls(moto, sts, gate)
 
     def stop(self) -> None:
@@ -301,3 +301,41 @@ def s3_keys(moto: Moto, artifact_uri: str) -> list[str]:
     bucket, _, prefix = artifact_uri.removeprefix("s3://").partition("/")
     listed = moto.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in listed.get("Contents", [])]
+
+
+@dataclass
+class Ran:
+    """One training process in a Pod the webhook admitted, and what AWS and MLflow saw of it."""
+
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+    calls: list[Call]  # the IAM gate's, S3 as the pod role
+    seen: list[Seen]  # the front door's
+
+
+@dataclass
+class Pods:
+    """Pods run through the chain: admitted by a webhook, given the kubelet's token, trained."""
+
+    aws: Aws
+    plane: ControlPlane
+    front: Front
+    tmp_path: Path
+
+    def train(
+        self,
+        webhook: WebhookProcess,
+        experiment: str,
+        script: Path = TRAIN,
+        without: str = "",
+    ) -> Ran:
+        """`without`: a variable the webhook injected, taken away again."""
+        _, pod = admit(webhook, kubeflow_worker_pod(experiment=experiment))
+        env = container_env(pod, "pytorch")
+        env.pop(without, None)
+        kubelet_token(self.plane, pod, env, self.tmp_path)
+        aws, front = self.aws, self.front
+        calls, seen = len(aws.gate.calls), len(front.seen)
+        redirected = redirects(env, aws, front, self.tmp_path)
+        result = run_training(redirected, self.tmp_path, script)
+        return Ran(env, result, aws.gate.calls[calls:], front.seen[seen:])
