@@ -84,6 +84,12 @@ def mlflow(
     server.stop()
 
 
+@pytest.fixture
+def pods(stack: chain.Aws, control_plane: ControlPlane, front: Front, tmp_path: Path) -> chain.Pods:
+    """Pods run through the chain, each test in its own folder."""
+    return chain.Pods(stack, control_plane, front, tmp_path)
+
+
 @pytest.fixture(scope="module")
 def front(mlflow: chain.MlflowServer) -> Iterator[Front]:
     emulator = Front(mlflow.url)

@@ -35,6 +35,9 @@ OWN_FLAGS = {
         "--oidc-issuer",
         "--serve",
         "--out",
+        "--artifact-uploads",
+        "--assume-role-arn",
+        "--central-role",
     },
     "ui-url": {
         "--region",

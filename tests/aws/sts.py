@@ -11,6 +11,11 @@ emulator checks both before it lets moto issue the credentials, in AWS's order:
 - the role's trust policy allows `sts:AssumeRoleWithWebIdentity` to that provider as a
   Federated principal, with the `<issuer>:sub` and `<issuer>:aud` conditions holding.
 
+Given the IAM gate, AssumeRole is checked too, as AWS checks a role assumed from another
+account: the caller's signature and identity policies (sts:AssumeRole on that role, by the
+gate), then the role's trust policy naming the caller's role as an AWS principal, read from
+moto's IAM of the role's own account.
+
 Only then is the request forwarded to moto, which issues the session; every other request is
 forwarded unchanged. Refusals use AWS's codes and words, and both are recorded.
 """
@@ -32,7 +37,7 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
-from tests.aws.gate import Denied, error_response
+from tests.aws.gate import Denied, IamGate, error_response
 from tests.aws.policy import as_list, trusts
 from tests.aws.wire import Upstream
 from tests.threaded import Served, ThreadedApp
@@ -105,8 +110,10 @@ class StsEmulator(Served):
         upstream: str,
         account: str,
         clock: Callable[[], float] = time.time,
+        gate: IamGate | None = None,
     ) -> None:
         self._upstream = Upstream(upstream)
+        self.gate = gate
         self.account = account
         # The issuers' signing keys, as AWS fetches them from each provider's jwks_uri.
         self.keys: dict[str, rsa.RSAPublicKey] = {}
@@ -135,6 +142,8 @@ class StsEmulator(Served):
         body = await request.read()
         params = {k: v[0] for k, v in parse_qs(body.decode(errors="replace")).items()}
         params |= {k: v[0] for k, v in parse_qs(request.query_string).items()}
+        if params.get("Action") == "AssumeRole" and self.gate is not None:
+            return await self._assume_role(request, body, params.get("RoleArn", ""))
         if params.get("Action") != "AssumeRoleWithWebIdentity":
             return await self._upstream.forward(request, body)
         role_arn = params.get("RoleArn", "")
@@ -149,6 +158,38 @@ class StsEmulator(Served):
             Verdict(role_arn, str(claims.get("sub")), as_list(claims.get("aud")), True)
         )
         return await self._upstream.forward(request, body)
+
+    async def _assume_role(
+        self, request: web.Request, body: bytes, role_arn: str
+    ) -> web.StreamResponse:
+        url = f"http://{request.host}{request.raw_path}"
+        headers = dict(request.headers)
+        try:
+            caller = await asyncio.to_thread(self.check_assume, request.method, url, headers, body)
+        except Denied as denied:
+            self.verdicts.append(Verdict(role_arn, "", [], False, denied.code, denied.message))
+            return error_response("sts", denied)
+        self.verdicts.append(Verdict(role_arn, caller, [], True))
+        return await self._upstream.forward(request, body)
+
+    def check_assume(self, method: str, url: str, headers: dict[str, str], body: bytes) -> str:
+        """The caller's role ARN when AWS would let it assume the role asked for, else Denied."""
+        assert self.gate is not None
+        operation, needed = self.gate.needs("sts", "", method, url, body)
+        caller = self.gate.authorize(method, url, headers, body, operation, needed)
+        assert caller is not None
+        # A session of role R is matched by the principal {"AWS": R's ARN}.
+        account, resource = caller.arn.split(":", 5)[4:]
+        principal = f"arn:aws:iam::{account}:role/{resource.split('/')[1]}"
+        role_arn = needed[0].resource
+        trust = _trust_of(role_arn)
+        if not trusts(trust, "sts:AssumeRole", {"AWS": principal}, {}):
+            raise Denied(
+                "AccessDenied",
+                f"User: {caller.arn} is not authorized to perform: sts:AssumeRole on resource: "
+                f"{role_arn}",
+            )
+        return principal
 
     def check(self, token: str, role_arn: str) -> dict[str, Any]:
         """The token's claims when AWS would let it assume `role_arn`, else Denied."""
@@ -176,6 +217,17 @@ class StsEmulator(Served):
         if not trusts(trust, ACTION, {"Federated": provider}, context):
             raise Denied("AccessDenied", f"Not authorized to perform {ACTION}", 403)
         return claims
+
+
+def _trust_of(role_arn: str) -> dict[str, Any] | str:
+    """The role's trust policy in moto's IAM of the role's own account; none for no role."""
+    from moto.iam.models import iam_backends
+
+    try:
+        role = iam_backends[role_arn.split(":")[4]]["global"].get_role_by_arn(role_arn)
+    except Exception:  # noqa: BLE001 - moto's NoSuchEntity: a role that is not there trusts no one
+        return {"Statement": []}
+    return str(role.assume_role_policy_document)
 
 
 class LocalIssuer:

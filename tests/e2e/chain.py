@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.aws.gate import IamGate
+from tests.aws.gate import Call, IamGate
 from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.aws.sts import StsEmulator
 from tests.e2e import venv
-from tests.e2e.front import Front
+from tests.e2e.front import Front, Seen
 from tests.kube import kubelet
 from tests.kube.controlplane import ControlPlane
 from tests.servers import WebhookProcess
-from tests.support import apply, decode_patch, free_port, review_for
+from tests.support import apply, decode_patch, free_port, kubeflow_worker_pod, review_for
 from webhook.core import policies
 
 BUCKET = "mlflow-artifacts"
@@ -79,10 +79,10 @@ class Aws:
         """Until `sts.trust_keys` is given the issuer's keys, no token verifies."""
         moto = Moto()
         provision(moto, issuer)
-        sts = StsEmulator(moto.url, ACCOUNT)
-        sts.start()
         gate = IamGate(moto.url, ACCOUNT)
         gate.start()
+        sts = StsEmulator(moto.url, ACCOUNT, gate=gate)
+        sts.start()
         return cls(moto, sts, gate)
 
     def stop(self) -> None:
@@ -95,7 +95,10 @@ class MlflowServer:
     """A real `mlflow server` from the end-to-end environment.
 
     `sagemaker` mode stores artifacts in S3 and does not serve them, as SageMaker runs it: the
-    client writes to S3 with its own credentials. `self-hosted` mode proxies artifacts itself.
+    client writes to S3 with its own credentials, or, with the plugin's presigned uploads, to
+    a URL this server signs (MLflow's own POST /api/2.0/mlflow/artifacts/presigned-upload-url,
+    which the front door forwards like any other call). `self-hosted` mode proxies artifacts
+    itself.
     """
 
     def __init__(self, workdir: Path, moto: Moto, mode: str = "sagemaker") -> None:
@@ -122,7 +125,7 @@ class MlflowServer:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**RUNTIME_ENV, "MLFLOW_S3_ENDPOINT_URL": moto.url},
+            env={**RUNTIME_ENV, **SERVER_S3, "MLFLOW_S3_ENDPOINT_URL": moto.url},
             # Its own process group: `mlflow server` starts uvicorn, a job runner and its
             # consumers, which outlive a signal sent to it alone.
             start_new_session=True,
@@ -174,6 +177,16 @@ class MlflowServer:
             os.killpg(group, signal.SIGKILL)
         self.proc.wait()
         self.log.close()
+
+
+# What SageMaker runs the server with: its execution role's credentials, here moto's, and moto
+# itself as S3, so the URLs it presigns are real and S3 (moto) takes them without the gate: S3
+# authorizes a presigned request as its signer, never as the Pod that sends it.
+SERVER_S3 = {
+    "AWS_ACCESS_KEY_ID": "testing",
+    "AWS_SECRET_ACCESS_KEY": "testing",
+    "AWS_DEFAULT_REGION": REGION,
+}
 
 
 def _group_alive(group: int) -> bool:
@@ -247,11 +260,13 @@ def write_token(root: Path, pod: dict[str, Any], env: dict[str, str], token: str
     return path
 
 
-def run_training(env: dict[str, str], workdir: Path) -> subprocess.CompletedProcess[str]:
+def run_training(
+    env: dict[str, str], workdir: Path, script: Path = TRAIN
+) -> subprocess.CompletedProcess[str]:
     """The recipe's snippet in a process whose environment is exactly `env` plus the runtime's."""
     python = venv.ensure() / "bin" / "python"
     return subprocess.run(
-        [str(python), str(TRAIN)],
+        [str(python), str(script)],
         env={**RUNTIME_ENV, **env},
         cwd=workdir,
         capture_output=True,
@@ -286,3 +301,41 @@ def s3_keys(moto: Moto, artifact_uri: str) -> list[str]:
     bucket, _, prefix = artifact_uri.removeprefix("s3://").partition("/")
     listed = moto.client("s3").list_objects_v2(Bucket=bucket, Prefix=prefix)
     return [o["Key"] for o in listed.get("Contents", [])]
+
+
+@dataclass
+class Ran:
+    """One training process in a Pod the webhook admitted, and what AWS and MLflow saw of it."""
+
+    env: dict[str, str]
+    result: subprocess.CompletedProcess[str]
+    calls: list[Call]  # the IAM gate's, S3 as the pod role
+    seen: list[Seen]  # the front door's
+
+
+@dataclass
+class Pods:
+    """Pods run through the chain: admitted by a webhook, given the kubelet's token, trained."""
+
+    aws: Aws
+    plane: ControlPlane
+    front: Front
+    tmp_path: Path
+
+    def train(
+        self,
+        webhook: WebhookProcess,
+        experiment: str,
+        script: Path = TRAIN,
+        without: str = "",
+    ) -> Ran:
+        """`without`: a variable the webhook injected, taken away again."""
+        _, pod = admit(webhook, kubeflow_worker_pod(experiment=experiment))
+        env = container_env(pod, "pytorch")
+        env.pop(without, None)
+        kubelet_token(self.plane, pod, env, self.tmp_path)
+        aws, front = self.aws, self.front
+        calls, seen = len(aws.gate.calls), len(front.seen)
+        redirected = redirects(env, aws, front, self.tmp_path)
+        result = run_training(redirected, self.tmp_path, script)
+        return Ran(env, result, aws.gate.calls[calls:], front.seen[seen:])

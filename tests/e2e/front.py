@@ -5,7 +5,9 @@ a tracking server, `sagemaker` for an MLflow App), routes it by the ARN header t
 `sagemaker-mlflow` plugin adds, and hands it to the MLflow server behind it. This emulator does
 the same in front of a real `mlflow server`: it recomputes each signature with the secret that
 moto's STS issued for the access key, rejects what does not verify with 403 as the service does,
-and records what it saw so a test can show which credentials were used.
+and records what it saw so a test can show which credentials were used. A caller from another
+account than the server's or App's is refused too: MLflow servers and Apps take no
+resource-based policy, so another account reaches one only by assuming a role in its account.
 """
 
 from __future__ import annotations
@@ -92,6 +94,10 @@ class Front:
         if found is None:
             return self._deny("The security token included in the request is invalid")
         secret, token, role_arn = found
+        # A tracking server or App takes calls from its own account only: another account's
+        # caller reaches it by assuming a role there (SAGEMAKER_MLFLOW_ASSUME_ROLE_ARN).
+        if role_arn.split(":")[4] != arn.split(":")[4]:
+            return self._deny(f"{role_arn} is not authorized to call {arn}")
         if token is not None and request.headers.get("X-Amz-Security-Token") != token:
             return self._deny("session token does not match the access key")
         if request.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():

@@ -12,6 +12,7 @@ from webhook.aws.clients import BootstrapError, Clients, explain
 from webhook.aws.config import BootstrapConfig, split_s3_uri
 from webhook.core import policies
 from webhook.core.plans import Plan
+from webhook.core.settings import account_of
 
 SERVER_POLICY = "mlflow-webhook-artifacts"
 
@@ -31,7 +32,16 @@ def run(
     try:
         account = str(clients.sts.get_caller_identity()["Account"])
         resource = "the tracking server"
-        if config.tracking_server_arn:
+        theirs = account_of(config.tracking_server_arn or "")
+        if config.tracking_server_arn and theirs != account:
+            if not config.assume_role_arn:
+                raise BootstrapError(
+                    f"--tracking-server-arn is in account {theirs}, not {account}: give "
+                    "--assume-role-arn, the role there the Pods assume",
+                    2,
+                )
+            tracking.elsewhere(plan, config.tracking_server_arn, theirs)
+        elif config.tracking_server_arn:
             tracking.verify_existing(clients, plan, config.tracking_server_arn)
         else:
             resource = f"bucket {config.bucket}" if config.bucket else resource
@@ -87,8 +97,12 @@ def _pod_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: st
     # The server's own artifact store, as SageMaker reports it, unless one was given.
     bucket, prefix = split_s3_uri(config.artifact_store_uri or plan.artifact_store_uri)
     if not bucket:
-        raise BootstrapError(f"cannot tell the artifact store of {plan.tracking_arn}")
-    doc = policies.pod_access(part, plan.tracking_arn, bucket, prefix)
+        raise BootstrapError(
+            f"cannot tell the artifact store of {plan.tracking_arn}: give --artifact-store-uri"
+        )
+    doc = policies.pod_access(
+        part, plan.tracking_arn, bucket, prefix, config.artifact_uploads, config.assume_role_arn
+    )
     policy_arn = iam.managed_policy(clients, plan, account, config.pod_policy_name, doc)
     namespaces = list(config.trust_namespaces)
     if config.credentials == "irsa":

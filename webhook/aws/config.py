@@ -5,7 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from webhook.core.settings import ConfigError, example_value
+from webhook.core.settings import (
+    ConfigError,
+    check_artifact_uploads,
+    check_role_arn,
+    example_value,
+)
 
 _S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 SIZES = ("Small", "Medium", "Large")
@@ -41,6 +46,10 @@ class BootstrapConfig:
     # and "*" (every namespace, opted in or not) only when it is asked for.
     trust_namespaces: tuple[str, ...] = ()
     credentials: str = "irsa"
+    # What the Pods' policy allows in S3: write (direct) or only read (presigned).
+    artifact_uploads: str = "direct"
+    # A tracking server in another account: the role there the Pods may assume.
+    assume_role_arn: str | None = None
     tracking_server_arn: str | None = None
     dry_run: bool = False
     wait: bool = False
@@ -79,10 +88,14 @@ class BootstrapConfig:
         for flag, value in (
             ("--tracking-server-arn", self.tracking_server_arn),
             ("--artifact-store-uri", self.artifact_store_uri),
+            ("--assume-role-arn", self.assume_role_arn),
         ):
             reason = example_value(value or "")
             if reason:
                 raise ConfigError(f"{flag} {value!r} {reason}")
+        check_artifact_uploads(self.artifact_uploads)
+        if self.assume_role_arn:
+            check_role_arn(self.assume_role_arn, "--assume-role-arn")
         if self.credentials == "pod-identity" and "*" in self.trust_namespaces:
             raise ConfigError(
                 "--credentials pod-identity needs the namespaces listed in --trust-namespaces"

@@ -207,6 +207,14 @@ def _fail_if_failed(name: str, status: str) -> None:
         )
 
 
+def elsewhere(plan: Plan, arn: str, account: str) -> None:
+    """`--tracking-server-arn` in another account: our credentials can neither see nor change it,
+    so it is only recorded; the Pods reach it through --assume-role-arn."""
+    kind, _, name = arn.split(":", 5)[5].partition("/")
+    plan.tracking_arn, plan.tracking_status = arn, "unknown"
+    plan.add(kind, name, "ok", f"in account {account}: not verified, nothing made")
+
+
 def verify_existing(clients: Clients, plan: Plan, arn: str) -> None:
     """`--tracking-server-arn`: use what is there, change nothing."""
     kind, _, name = arn.split(":", 5)[5].partition("/")

@@ -36,6 +36,7 @@ from webhook.cli.options import (
     add_kind_flag,
     add_mutation_flags,
     add_name_flags,
+    add_pod_aws_flags,
     add_region_flag,
     add_run_context_flag,
     add_serve_flags,
@@ -46,7 +47,7 @@ from webhook.cli.options import (
 )
 from webhook.core import policies
 from webhook.core.plans import Plan
-from webhook.core.settings import Settings
+from webhook.core.settings import Settings, cross_account
 from webhook.kube.connection import ClusterError
 from webhook.tls.certs import (
     CA_FILE,
@@ -146,6 +147,15 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         default=False,
         help="print instead what serve needs once bootstrap has run: reads only",
+    )
+    add_pod_aws_flags(p)
+    add(
+        p,
+        "--central-role",
+        action="store_true",
+        default=False,
+        help="print instead, for the tracking server's account, the role --assume-role-arn "
+        "names (its trust and permissions) and what its artifact bucket must allow our Pods",
     )
     add(
         p,
@@ -280,11 +290,13 @@ def _serve(args: argparse.Namespace) -> int:
                 },
             )
             irsa = plan_config.credentials == "irsa"
-            return settings_from(
-                args,
-                tracking_uri=plan.tracking_arn,
-                credentials=plan_config.credentials,
-                role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
+            return _warn_cross_account(
+                settings_from(
+                    args,
+                    tracking_uri=plan.tracking_arn,
+                    credentials=plan_config.credentials,
+                    role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
+                )
             )
 
     failures: list[str] = []
@@ -307,6 +319,8 @@ def _serve(args: argparse.Namespace) -> int:
         metrics=metrics,
     )
     configure(args.log_level)
+    if settings is not None:
+        _warn_cross_account(settings)
     try:
         if config.self_signed:
             check_writable(config.cert_dir)
@@ -323,6 +337,14 @@ def _serve(args: argparse.Namespace) -> int:
     except OSError as exc:
         fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
     return 0
+
+
+def _warn_cross_account(settings: Settings) -> Settings:
+    """One line at startup when the Pods' calls to the tracking server cannot succeed."""
+    problem = cross_account(settings)
+    if problem:
+        log.warning(problem)
+    return settings
 
 
 def _bootstrap_retrying(
@@ -388,6 +410,8 @@ def _bootstrap(args: argparse.Namespace) -> int:
 
 def _iam_policy(args: argparse.Namespace) -> int:
     config = bootstrap_config_from(args, dry_run=True)
+    if args.central_role:
+        return _write(args.out, json.dumps(_central_role(args, config), indent=2) + "\n")
     if config.credentials != "none" and not config.cluster_name:
         raise BootstrapError(f"--credentials {config.credentials} needs --cluster-name", 2)
     clients = Clients(config.region, dry_run=True)
@@ -415,11 +439,36 @@ def _iam_policy(args: argparse.Namespace) -> int:
         kind=config.kind,
     )
     doc = policies.bootstrap_identity(scope)
-    text = json.dumps(policies.read_only(doc) if args.serve else doc, indent=2) + "\n"
-    if not args.out:
+    return _write(
+        args.out, json.dumps(policies.read_only(doc) if args.serve else doc, indent=2) + "\n"
+    )
+
+
+def _central_role(args: argparse.Namespace, config: BootstrapConfig) -> policies.Document:
+    tracking_arn, assume = config.tracking_server_arn, config.assume_role_arn
+    if not (tracking_arn and assume and config.bucket):
+        raise BootstrapError(
+            "--central-role needs --tracking-server-arn, --assume-role-arn and "
+            "--artifact-store-uri",
+            2,
+        )
+    clients = Clients(config.region, dry_run=True)
+    try:
+        account = args.account or str(clients.sts.get_caller_identity()["Account"])
+    except (ClientError, BotoCoreError) as error:
+        raise explain(error, "the caller identity (or give --account)") from error
+    part = policies.partition(clients.region)
+    pod_role = f"arn:{part}:iam::{account}:role/{config.pod_role_name}"
+    return policies.central_role(
+        part, pod_role, tracking_arn, config.bucket, config.prefix, config.artifact_uploads
+    )
+
+
+def _write(out_path: str | None, text: str) -> int:
+    if not out_path:
         sys.stdout.write(text)
         return 0
-    out = Path(args.out)
+    out = Path(out_path)
     partial = out.with_name(f".{out.name}.partial")
     try:
         partial.write_text(text)

@@ -19,6 +19,7 @@ from webhook.app.config import (
 )
 from webhook.aws.config import KINDS, BootstrapConfig, parse_tags
 from webhook.core.settings import (
+    ARTIFACT_UPLOADS,
     CREDENTIALS,
     PLACEHOLDER,
     SERVICE_ACCOUNT_POLICIES,
@@ -145,6 +146,26 @@ def add_mutation_flags(parser: Flags) -> None:
     add(
         parser, "--prefix", default="mlflow-webhook.io", help="prefix of our labels and annotations"
     )
+    add_pod_aws_flags(parser)
+
+
+def add_pod_aws_flags(parser: Flags) -> None:
+    """What Pods are told (serve, inject) and what the Pods' policy allows (bootstrap): S3 uploads
+    and a role to assume in the tracking server's account."""
+    add(
+        parser,
+        "--assume-role-arn",
+        help="a role in the tracking server's account that Pods assume for MLflow calls "
+        "(a central tracking server or App in another account)",
+    )
+    add(
+        parser,
+        "--artifact-uploads",
+        choices=ARTIFACT_UPLOADS,
+        default="direct",
+        help="how Pods upload artifacts: direct (the Pods' role writes to S3) or presigned "
+        "(through URLs the tracking server signs; the Pods' role only reads S3)",
+    )
 
 
 def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
@@ -157,6 +178,8 @@ def settings_from(args: argparse.Namespace, **given: Any) -> Settings:
         "service_account": args.service_account,
         "service_account_policy": args.service_account_policy,
         "prefix": args.prefix,
+        "artifact_uploads": args.artifact_uploads,
+        "assume_role_arn": args.assume_role_arn,
         # Only `serve` has these: offline injection sees templates, not the Pods that run.
         "run_context": getattr(args, "run_context", "off") == "on",
         "cluster_name": getattr(args, "cluster_name", None),
@@ -404,6 +427,7 @@ def add_bootstrap_flags(parser: Flags, *, standalone: bool) -> None:
             default="sagemaker-mlflow-sa",
             help="ServiceAccount the role trusts",
         )
+        add_pod_aws_flags(parser)
         add_plan_flags(parser, verb="change")
 
 

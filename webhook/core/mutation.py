@@ -28,6 +28,8 @@ from webhook.core.provenance import (
     references,
 )
 from webhook.core.settings import (
+    ASSUME_ROLE_VAR,
+    PRESIGNED_UPLOAD_VAR,
     TOKEN_AUDIENCE,
     TOKEN_DIR,
     TOKEN_EXPIRATION_SECONDS,
@@ -84,6 +86,10 @@ def wanted_env(settings: Settings, experiment: str | None) -> dict[str, str]:
     if settings.credentials == "irsa" and settings.role_arn:
         env["AWS_ROLE_ARN"] = settings.role_arn
         env[IDENTITY_FILE_VAR] = TOKEN_FILE
+    if settings.artifact_uploads == "presigned":
+        env[PRESIGNED_UPLOAD_VAR] = "true"
+    if settings.assume_role_arn:
+        env[ASSUME_ROLE_VAR] = settings.assume_role_arn
     if experiment:
         env["MLFLOW_EXPERIMENT_NAME"] = escaped(experiment)
     return env

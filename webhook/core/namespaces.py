@@ -16,12 +16,21 @@ from typing import Any
 from webhook.core.settings import (
     ConfigError,
     Settings,
+    check_artifact_uploads,
     check_role_arn,
     example_value,
     parse_tracking_uri,
 )
 
-NAMES = ("tracking-uri", "role-arn", "experiment", "run-tags", "system-metrics")
+NAMES = (
+    "tracking-uri",
+    "role-arn",
+    "experiment",
+    "run-tags",
+    "system-metrics",
+    "artifact-uploads",
+    "assume-role-arn",
+)
 
 # What a cache keeps of one namespace: our annotations only, hashable, in NAMES order.
 Annotations = tuple[tuple[str, str], ...]
@@ -60,16 +69,33 @@ def pick(annotations: Mapping[str, Any] | None, prefix: str) -> Annotations:
 def resolve(annotations: Annotations, base: Settings) -> Resolved:
     """The effective settings for a namespace carrying `annotations` (see `pick`)."""
     found = dict(annotations)
-    uri, role, experiment, run_tags, system_metrics = (found.get(k) for k in keys(base.prefix))
+    uri, role, experiment, run_tags, system_metrics, uploads, assume = (
+        found.get(k) for k in keys(base.prefix)
+    )
     # Read with each Pod's own (webhook.core.provenance), which says what is wrong in them.
     if experiment or run_tags or system_metrics:
         base = dataclasses.replace(
             base, experiment=experiment, run_tags=run_tags, system_metrics=system_metrics
         )
-    if uri is None and role is None:
-        return Resolved(base)
     try:
-        return Resolved(_own(base, uri, role))
+        if uploads is not None:
+            # The namespace's Pods must then be given a role whose policy fits: the admin's call.
+            mode = check_artifact_uploads(uploads, f"{base.prefix}/artifact-uploads")
+            base = dataclasses.replace(base, artifact_uploads=mode)
+        if assume is not None:
+            key = f"{base.prefix}/assume-role-arn"
+            reason = example_value(assume)
+            if reason:
+                raise ConfigError(f"{key} {assume!r} {reason}")
+            check_role_arn(assume, key)
+        if uri is None and role is None:
+            if assume is None:
+                return Resolved(base)
+            return Resolved(dataclasses.replace(base, assume_role_arn=assume, source="namespace"))
+        # A namespace's own server is reached through its own role to assume, or none: the
+        # global one was granted for the global server.
+        own = _own(base, uri, role)
+        return Resolved(dataclasses.replace(own, assume_role_arn=assume))
     except ConfigError as exc:
         return Resolved(None, str(exc))
 

@@ -54,7 +54,7 @@ class Plan:
 
     def namespace_annotations(self) -> dict[str, str]:
         """What a namespace served by this bootstrap's server and role carries, to paste."""
-        uri, role, _ = keys(self.prefix)
+        uri, role = keys(self.prefix)[:2]
         found = {uri: self.tracking_arn, role: self.pod_role_arn}
         return {key: value for key, value in found.items() if value}
 

@@ -61,12 +61,23 @@ def server_access(part: str, bucket: str, prefix: str) -> Document:
     )
 
 
-def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Document:
+def pod_access(
+    part: str,
+    tracking_arn: str,
+    bucket: str,
+    prefix: str,
+    uploads: str = "direct",
+    assume_role_arn: str | None = None,
+) -> Document:
     """What a training Pod needs: MLflow calls on this one server or App, and its artifact
     prefix.
 
-    The MLflow client writes artifacts straight to S3 with the Pod's own credentials, so
-    without the S3 statements log_artifact and log_model fail.
+    With direct uploads the MLflow client writes artifacts straight to S3 with the Pod's own
+    credentials, so without s3:PutObject log_artifact and log_model fail. With presigned uploads
+    (the plugin's S3PresignedArtifactRepository) every log_artifact and log_artifacts is a PUT
+    to a URL the tracking server signed, so the Pod keeps only what MLflow's S3 repository reads
+    with its own credentials: list_objects_v2 (s3:ListBucket) and head_object/download_file
+    (s3:GetObject), for list_artifacts and download_artifacts.
 
     An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the resource type
     `mlflow-app` of the Service Authorization Reference's "Amazon SageMaker" page (prefix
@@ -84,7 +95,52 @@ def pod_access(part: str, tracking_arn: str, bucket: str, prefix: str) -> Docume
         "Action": "sagemaker:CallMlflowAppApi" if app else "sagemaker-mlflow:*",
         "Resource": tracking_arn,
     }
-    return document(mlflow, *s3_access(part, bucket, prefix, ["s3:GetObject", "s3:PutObject"]))
+    objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
+    statements = [mlflow, *s3_access(part, bucket, prefix, objects)]
+    if assume_role_arn:
+        # The plugin's AssumeRole passes RoleArn and RoleSessionName only (sagemaker_mlflow
+        # auth.py, presigned_url.py): no session tags, so no sts:TagSession.
+        statements.append(
+            {
+                "Sid": "AssumeTrackingRole",
+                "Effect": "Allow",
+                "Action": "sts:AssumeRole",
+                "Resource": assume_role_arn,
+            }
+        )
+    return document(*statements)
+
+
+def central_role(
+    part: str, pod_role_arn: str, tracking_arn: str, bucket: str, prefix: str, uploads: str
+) -> Document:
+    """For the central account's administrator: the role our Pods assume there, and what its
+    artifact bucket must allow them.
+
+    The role is for the tracking server's or App's API only: the plugin signs those calls with
+    the assumed session, but MLflow reads and writes S3 with the Pod's own credentials (its S3
+    repository uses boto3's default chain), so S3 belongs in the bucket's policy, for our Pods'
+    role, and not in this role.
+    """
+    trust = document(
+        {
+            "Sid": "MlflowWebhookPods",
+            "Effect": "Allow",
+            "Principal": {"AWS": pod_role_arn},
+            "Action": "sts:AssumeRole",
+        }
+    )
+    mlflow = pod_access(part, tracking_arn, bucket, prefix)["Statement"][0]
+    objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
+    bucket_statements = [
+        {**statement, "Principal": {"AWS": pod_role_arn}}
+        for statement in s3_access(part, bucket, prefix, objects)
+    ]
+    return {
+        "RoleTrustPolicy": trust,
+        "RolePermissionsPolicy": document(mlflow),
+        "BucketPolicyStatements": bucket_statements,
+    }
 
 
 def subjects(service_account: str, namespaces: list[str]) -> list[str]:

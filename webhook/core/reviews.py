@@ -12,7 +12,7 @@ import pybase64
 from webhook.core.echo import shown, text
 from webhook.core.mutation import Unreadable, mutate, unreadable
 from webhook.core.optin import mapping, opt_in
-from webhook.core.settings import Settings
+from webhook.core.settings import Settings, cross_account
 
 API_VERSION = "admission.k8s.io/v1"
 Outcome = Literal["injected", "skipped", "error"]
@@ -150,6 +150,11 @@ def _decide(
         return
     result.patch = mutation.patch
     result.warnings += [n.warning() for n in mutation.new_notes]
+    if settings.source == "namespace" and cross_account(settings):
+        result.warnings.append(
+            f"mlflow-webhook: namespace {result.namespace}'s own MLflow settings: "
+            f"{cross_account(settings)}"
+        )
     result.outcome = "injected"
     result.reason = "injected" if mutation.patch else "already-injected"
 

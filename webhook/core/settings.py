@@ -11,9 +11,16 @@ from webhook.core.pointers import join
 
 Credentials = Literal["irsa", "pod-identity", "none"]
 ServiceAccountPolicy = Literal["keep", "override"]
+# How artifacts reach S3: with the Pod's own S3 write, or through presigned URLs the tracking
+# server hands out (the sagemaker-mlflow plugin's SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED).
+ArtifactUploads = Literal["direct", "presigned"]
 
 CREDENTIALS: tuple[Credentials, ...] = ("irsa", "pod-identity", "none")
 SERVICE_ACCOUNT_POLICIES: tuple[ServiceAccountPolicy, ...] = ("keep", "override")
+ARTIFACT_UPLOADS: tuple[ArtifactUploads, ...] = ("direct", "presigned")
+PRESIGNED_UPLOAD_VAR = "SAGEMAKER_PRESIGNED_URL_UPLOAD_ENABLED"
+# The role in the tracking server's account the plugin assumes for its signed calls.
+ASSUME_ROLE_VAR = "SAGEMAKER_MLFLOW_ASSUME_ROLE_ARN"
 
 # The names the EKS pod-identity webhook uses, so whichever of us runs first the other skips.
 TOKEN_VOLUME = "aws-iam-token"  # noqa: S105 - a volume name, not a secret
@@ -86,6 +93,14 @@ def check_role_arn(arn: str, name: str = "--role-arn") -> str:
     return arn
 
 
+def check_artifact_uploads(value: str, name: str = "--artifact-uploads") -> ArtifactUploads:
+    """`value` when it is an upload mode; else ConfigError, naming where it came from."""
+    for mode in ARTIFACT_UPLOADS:
+        if value == mode:
+            return mode
+    raise ConfigError(f"{name} must be one of {', '.join(ARTIFACT_UPLOADS)}, not {value!r}")
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the mutation depends on. Build it with `Settings.create`, which validates."""
@@ -96,6 +111,8 @@ class Settings:
     service_account: str = "sagemaker-mlflow-sa"
     service_account_policy: ServiceAccountPolicy = "keep"
     prefix: str = "mlflow-webhook.io"
+    artifact_uploads: ArtifactUploads = "direct"
+    assume_role_arn: str | None = None
     # A namespace's own settings (webhook.core.namespaces) set these; the global ones do not.
     experiment: str | None = None
     # The namespace's own run-tags and system-metrics annotations, read with the Pod's.
@@ -129,10 +146,17 @@ class Settings:
         prefix: str = "mlflow-webhook.io",
         run_context: bool = False,
         cluster_name: str | None = None,
+        artifact_uploads: str = "direct",
+        assume_role_arn: str | None = None,
     ) -> Settings:
         if not tracking_uri:
             raise ConfigError("a tracking URI is required (--tracking-uri)")
-        for flag, value in (("--tracking-uri", tracking_uri), ("--role-arn", role_arn or "")):
+        given = (
+            ("--tracking-uri", tracking_uri),
+            ("--role-arn", role_arn or ""),
+            ("--assume-role-arn", assume_role_arn or ""),
+        )
+        for flag, value in given:
             reason = example_value(value)
             if reason:
                 raise ConfigError(f"{flag} {value!r} {reason}")
@@ -147,6 +171,8 @@ class Settings:
             raise ConfigError("--credentials irsa needs --role-arn")
         if role_arn:
             check_role_arn(role_arn)
+        if assume_role_arn:
+            check_role_arn(assume_role_arn, "--assume-role-arn")
         if mode != "irsa" and role_arn:
             raise ConfigError(f"--role-arn is only used with --credentials irsa, not {mode}")
         if not _SA_NAME.match(service_account) or len(service_account) > 253:
@@ -164,6 +190,27 @@ class Settings:
             service_account=service_account,
             service_account_policy=service_account_policy,
             prefix=prefix,
+            artifact_uploads=check_artifact_uploads(artifact_uploads),
+            assume_role_arn=assume_role_arn or None,
             run_context=run_context,
             cluster_name=cluster_name or None,
         )
+
+
+def account_of(arn: str) -> str:
+    parts = arn.split(":")
+    return parts[4] if len(parts) > 5 else ""
+
+
+def cross_account(settings: Settings) -> str:
+    """Why the Pods' calls will be refused, when the tracking ARN is in another account than
+    the Pods' role and no role there is assumed; else "". Only IRSA names the Pods' role."""
+    if settings.assume_role_arn or not settings.role_arn or settings.tracking.kind == "url":
+        return ""
+    server, pods = account_of(settings.tracking.uri), account_of(settings.role_arn)
+    if server == pods:
+        return ""
+    return (
+        f"the tracking ARN is in account {server} but the Pods' role in {pods}, and no role to "
+        f"assume there is set (--assume-role-arn): every MLflow call will be AccessDenied"
+    )
