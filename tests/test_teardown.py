@@ -181,9 +181,21 @@ def test_pod_identity_associations_go_with_the_role(
         eks.stop()
 
 
-@pytest.mark.parametrize(("stdin", "code"), [("", 2), ("n\n", 1)])
+@pytest.mark.parametrize(
+    ("stdin", "code", "says"),
+    [
+        (
+            "",
+            2,
+            "mlflow-webhook: error: nothing removed: no answer on stdin "
+            "(give --yes to delete without asking)\n",
+        ),
+        ("n\n", 1, "[y/N] mlflow-webhook: nothing removed\n"),
+    ],
+    ids=["no-answer", "no"],
+)
 def test_it_asks_before_deleting(
-    aws: tuple[Moto, SageMakerEmulator], stdin: str, code: int
+    aws: tuple[Moto, SageMakerEmulator], stdin: str, code: int, says: str
 ) -> None:
     moto, emulator = aws
     bootstrap.run(config())
@@ -191,7 +203,8 @@ def test_it_asks_before_deleting(
     emulator.calls.clear()
     result = teardown(stdin=stdin)
     assert result.returncode == code
-    assert "--yes" in result.stderr or "nothing removed" in result.stderr
+    # Each case its own last words: the question, then why nothing was removed.
+    assert result.stderr.endswith(says), result.stderr
     assert moto.writes() == [] and emulator_writes(emulator.calls) == []
 
 
