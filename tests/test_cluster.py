@@ -362,6 +362,8 @@ def test_a_leader_that_cannot_renew_steps_down(cluster: Setup, status: int) -> N
     assert [(c.method, c.path) for c in proxy.recorded()[mark:] if c.method != "GET"] == []
     assert metric(leader, "mlflow_webhook_leader") == 0
     assert metric(follower, "mlflow_webhook_leader") == 1
+    # It stepped down once: a follower has nothing left to stop.
+    assert [e.get("msg") for e in leader.logs].count("lost leadership") == 1
 
 
 def at(entry: dict[str, Any]) -> float:
