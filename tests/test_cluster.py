@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import datetime as dt
 import itertools
 import json
 import ssl
@@ -331,6 +332,43 @@ def test_one_leader_and_failover(cluster: Setup) -> None:
     assert cluster.holder() == identity(follower)
     lease = cluster.plane.get("lease", LEASE, NAMESPACE)
     assert lease is not None and lease["spec"]["leaseTransitions"] == 1
+
+
+@pytest.mark.parametrize("status", [403, 500])
+def test_a_leader_that_cannot_renew_steps_down(cluster: Setup, status: int) -> None:
+    """The leader's Lease writes start failing (the proxy refuses them for it alone): it steps
+    down at once, long before its Lease expires, so two replicas never lead together; it writes
+    nothing more, and the other replica leads once the Lease has expired."""
+    lease = ("--lease-duration-seconds", "6", *GIVEN)
+    leader = cluster.start("one", *lease, proxied=True)
+    held = eventually(lambda: identity(leader), what="the proxied replica to lead")
+    follower = cluster.start("two", *lease)
+    proxy = cluster.proxy
+    assert proxy is not None
+    proxy.refuse(lambda c: c.method != "GET" and "/leases/" in c.path, status)
+    failed = leader.wait_for_log("leader election attempt failed", timeout=10)
+    assert f": {status} " in failed["msg"], failed
+    lost = leader.wait_for_log("lost leadership", timeout=3)  # the Lease holds 6 s more
+    assert at(lost) - at(failed) < 1
+    assert metric(leader, "mlflow_webhook_leader") == 0
+    eventually(lambda: identity(follower), timeout=20, what="the other replica to lead")
+    assert cluster.holder() == identity(follower) != held
+    assert at(lost) < at(follower.wait_for_log("became leader"))
+    # From here the new leader does the writing, and the old one writes nothing at all.
+    mark = len(proxy.recorded())
+    team = cluster.namespace("after-step-down")
+    assert cluster.wait_for_account(team)["metadata"]["labels"] == MANAGED
+    time.sleep(2)
+    assert [(c.method, c.path) for c in proxy.recorded()[mark:] if c.method != "GET"] == []
+    assert metric(leader, "mlflow_webhook_leader") == 0
+    assert metric(follower, "mlflow_webhook_leader") == 1
+    # It stepped down once: a follower has nothing left to stop.
+    assert [e.get("msg") for e in leader.logs].count("lost leadership") == 1
+
+
+def at(entry: dict[str, Any]) -> float:
+    """When a log line was written."""
+    return dt.datetime.fromisoformat(entry["time"]).timestamp()
 
 
 def test_sigterm_releases_the_lease(cluster: Setup) -> None:

@@ -4,6 +4,7 @@ JSON, a flood of idle connections, and shutdown with a client that stalls."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import resource
 import socket
@@ -19,7 +20,7 @@ import pytest
 
 from tests.servers import WebhookProcess, start
 from tests.support import ROLE_ARN, TRACKING_ARN, review_for
-from webhook.app.connections import Pool
+from webhook.app.connections import Connection, Pool
 
 MEMORY_LIMIT_MIB = 256  # manifests/base/deployment.yaml
 READ_TIMEOUT = 2.0
@@ -169,6 +170,38 @@ async def test_content_length_over_the_limit_is_refused_before_any_body(
     assert answer.seconds < READ_TIMEOUT  # it did not wait for the body's deadline
 
 
+async def request_on(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pause: float = 0
+) -> Answer:
+    """One admission request on an open connection, its body `pause` seconds after its headers;
+    its answer."""
+    started = time.monotonic()
+    writer.write(HEAD + b"Content-Length: %d\r\n\r\n" % len(REVIEW))
+    await writer.drain()
+    await asyncio.sleep(pause)
+    writer.write(REVIEW)
+    await writer.drain()
+    return await read_answer(reader, started, 10)
+
+
+async def test_a_slow_body_is_answered_and_the_idle_connection_then_hears_nothing(
+    quick: WebhookProcess,
+) -> None:
+    """The body's deadline ends with the answer: nothing unprompted (a late 408) arrives while
+    the connection idles past it, and the next request on it gets its own answer."""
+    reader, writer = await connect(quick)
+    try:
+        answer = await request_on(reader, writer, pause=0.3)
+        assert answer.status == 200 and "patch" in answer.body["response"]
+        with pytest.raises(TimeoutError):
+            heard = await asyncio.wait_for(reader.read(256), READ_TIMEOUT + 1.5)
+            pytest.fail(f"the idle connection heard {heard!r}")
+        again = await request_on(reader, writer)
+        assert again.status == 200 and "patch" in again.body["response"]
+    finally:
+        writer.close()
+
+
 async def test_a_client_that_leaves_mid_body_is_one_quiet_line(quick: WebhookProcess) -> None:
     _, writer = await connect(quick)
     writer.write(HEAD + b"Content-Length: 3229\r\n\r\n" + b"x" * 10)
@@ -184,14 +217,13 @@ async def test_a_client_that_leaves_mid_body_is_one_quiet_line(quick: WebhookPro
 
 
 class Fake:
-    """What the pool reads of a connection."""
+    """What the pool reads of a connection, ranked by the connection's own method."""
+
+    rank = Connection.rank
 
     def __init__(self, name: str, used: bool, busy: bool, since: float) -> None:
         self.name, self.used, self.busy, self.since = name, used, busy, since
         self.closed = self.aborted = False
-
-    def rank(self) -> tuple[int, float]:
-        return (2 if self.busy else int(self.used), self.since)
 
     def force_close(self) -> None:
         self.closed = True
@@ -320,6 +352,39 @@ async def test_sockets_that_never_say_hello_meet_the_same_bound(tmp_path: Path) 
     finally:
         for sock in sockets:
             sock.close()
+        server.stop()
+
+
+async def test_silent_sockets_at_the_bound_leave_a_used_keepalive_connection_open(
+    tmp_path: Path,
+) -> None:
+    """The API server's own keep-alive connection, idle between requests, outlives a flood of
+    sockets that never send a request (plain TCP that never says hello, and TLS that does and
+    then falls silent): at the bound those are closed first."""
+    bound, count = 64, 200
+    server = start(tmp_path, *FLAGS, "--max-connections", str(bound))
+    sockets: list[socket.socket] = []
+    silent_tls: list[asyncio.StreamWriter] = []
+    reader, writer = await connect(server)
+    try:
+        assert (await request_on(reader, writer)).status == 200
+        for _ in range(count // 2):
+            sockets.append(socket.create_connection(("127.0.0.1", server.port)))
+        for _ in range(count // 2):
+            with contextlib.suppress(OSError):  # one the bound has closed mid-handshake
+                silent_tls.append((await connect(server))[1])
+        await asyncio.sleep(0.5)
+        metrics = await scrape(server)
+        assert metrics["mlflow_webhook_connections_evicted_total"] >= count - bound
+        # The same connection, still open, is answered.
+        answer = await request_on(reader, writer)
+        assert answer.status == 200 and "patch" in answer.body["response"]
+    finally:
+        writer.close()
+        for sock in sockets:
+            sock.close()
+        for silent in silent_tls:
+            silent.close()
         server.stop()
 
 

@@ -28,6 +28,7 @@ BUCKET = "team-mlflow"
 URI = f"s3://{BUCKET}/artifacts"
 SERVER_ARN = f"arn:aws:sagemaker:{REGION}:{ACCOUNT}:mlflow-tracking-server/mlflow-tracking"
 POD_ROLE = "SM_MLFLOW_ACCESS_ROLE"
+SERVER_ROLE = "mlflow-webhook-tracking-server"
 # What a bootstrap with everything in place may call: reads only, named here by hand so the
 # count does not lean on the code's own read/write classifier.
 READS = {
@@ -244,3 +245,37 @@ def test_pod_role_writes_its_prefix_and_is_denied_elsewhere(
     # moto holds only what was allowed.
     keys = enforced.moto.client("s3").list_objects_v2(Bucket=BUCKET).get("Contents", [])
     assert [o["Key"] for o in keys] == [key]
+    assert_lists_only_the_prefix(s3)
+
+
+def test_server_role_lists_only_the_prefix(
+    enforced: Enforced, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The execution role SageMaker runs the tracking server as: the same bound on listing."""
+    enforced.run_as(enforced.policy, monkeypatch)
+    bootstrap.run(config(), sleep=lambda _: None)
+    issued = enforced.moto.client("sts").assume_role(
+        RoleArn=f"arn:aws:iam::{ACCOUNT}:role/{SERVER_ROLE}", RoleSessionName="SageMaker"
+    )["Credentials"]
+    s3 = boto3.client(
+        "s3",
+        endpoint_url=enforced.gate.url,
+        region_name=REGION,
+        aws_access_key_id=issued["AccessKeyId"],
+        aws_secret_access_key=issued["SecretAccessKey"],
+        aws_session_token=issued["SessionToken"],
+    )
+    s3.put_object(Bucket=BUCKET, Key="artifacts/1/run/artifacts/notes.txt", Body=b"logged")
+    assert_lists_only_the_prefix(s3)
+
+
+def assert_lists_only_the_prefix(s3: Any) -> None:
+    """Listing is bound to the artifact prefix by `s3:prefix`: the rest of the bucket, its
+    keys and names, stays unseen."""
+    listed = s3.list_objects_v2(Bucket=BUCKET, Prefix="artifacts/1/").get("Contents", [])
+    assert [o["Key"] for o in listed] == ["artifacts/1/run/artifacts/notes.txt"]
+    for outside in ({}, {"Prefix": ""}, {"Prefix": "outside/"}, {"Prefix": "artifactsX"}):
+        with pytest.raises(ClientError) as caught:
+            s3.list_objects_v2(Bucket=BUCKET, **outside)
+        assert caught.value.response["Error"]["Code"] == "AccessDenied", outside
+        assert "s3:ListBucket" in caught.value.response["Error"]["Message"]

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.controlplane import ControlPlane, eventually, replica
+from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually, replica
+from tests.kube.proxy import ApiProxy, Call
 from tests.metrics import sample, scrape, value
 from tests.servers import WebhookProcess
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port
@@ -248,6 +249,84 @@ def test_pod_of_a_namespace_labelled_later_is_missed_from_then(
         assert listed(plane, "--namespace", later) == [(later, "early", "not-injected")]
     finally:
         server.stop()
+
+
+def without_event_create(doc: dict[str, Any]) -> None:
+    if doc["kind"] == "ClusterRole":
+        doc["rules"] = [r for r in doc["rules"] if r["resources"] != ["events"]]
+
+
+def test_an_event_write_that_fails_is_tried_again_until_it_lands(
+    control_plane: ControlPlane, kubeconfig: Path, port: int, tmp_path: Path
+) -> None:
+    """The missed-Pod Event's write fails three ways: refused by RBAC (the API server's own
+    403), an API server error (a 500 the proxy gives), and no answer (the proxy holds it and the
+    client gives up). Each time it is tried again, on the next resync, until its one Event
+    lands."""
+    plane = control_plane
+    refused, errored, unanswered = (
+        namespace(plane, name, labelled=False) for name in ("ev-403", "ev-500", "ev-timeout")
+    )
+    for team in (refused, errored, unanswered):
+        pod(plane, team, "missed")  # its namespace is not opted in yet: nothing asks
+    proxy = ApiProxy(plane.url, plane.ca, tmp_path / "proxy")
+    proxy.start()
+    proxied = plane.kubeconfig_for(
+        WEBHOOK_SA, NAMESPACE, tmp_path / "proxied.kubeconfig", server=proxy.url, ca=proxy.ca
+    )
+    plane.install(port, "overlays/ignore", edit=without_event_create)
+    server = start(plane, proxied, tmp_path / "certs", port, "--resync-seconds", "2")
+
+    def writes(team: str) -> list[int | None]:
+        path = f"/api/v1/namespaces/{team}/events"
+        return [c.status for c in proxy.recorded(lambda c: c.method == "POST" and c.path == path)]
+
+    def told(team: str) -> bool:
+        return bool(events(plane, team, "missed"))
+
+    try:
+        plane.label_namespace(refused)
+        eventually(lambda: writes(refused).count(403) >= 2, what="the refused write tried again")
+        assert not told(refused)
+        plane.install(port, "overlays/ignore")  # the grant is back
+        eventually(lambda: told(refused), what="the Event once allowed")
+
+        proxy.refuse(lambda c: c.method == "POST" and c.path.endswith(f"/{errored}/events"), 500)
+        plane.label_namespace(errored)
+        eventually(lambda: writes(errored).count(500) >= 2, what="the failed write tried again")
+        assert not told(errored)
+        proxy.accept()
+        eventually(lambda: told(errored), what="the Event once the API server answers")
+
+        first: list[Call] = []
+
+        def first_write(call: Call) -> bool:
+            if call.method != "POST" or not call.path.endswith(f"/{unanswered}/events"):
+                return False
+            first.append(call)
+            return call is first[0]
+
+        proxy.hold(first_write)  # the first write alone: the API server never sees it
+        plane.label_namespace(unanswered)
+        server.wait_for_entry(
+            lambda e: (
+                e.get("msg") == "could not write the missed-Pod Event"
+                and e.get("namespace") == unanswered
+                and "timed out" in str(e.get("error"))
+            ),
+            timeout=30,
+        )
+        eventually(lambda: told(unanswered), what="the Event after a write that timed out")
+        proxy.release()
+
+        for team in (refused, errored, unanswered):
+            [event] = events(plane, team, "missed")
+            assert event.get("count") == 1
+            assert 201 in writes(team)
+    finally:
+        server.stop()
+        proxy.stop()
+        plane.install(port, "overlays/ignore")
 
 
 def edit_and_see_it_repaired(plane: ControlPlane, team: str, leader: WebhookProcess) -> None:

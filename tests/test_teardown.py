@@ -139,6 +139,56 @@ def test_delete_artifacts_removes_our_bucket_with_its_objects(
     assert s3.list_buckets()["Buckets"] == []
 
 
+SERVER_ROLE = "mlflow-webhook-tracking-server"
+
+
+def someone_elses_server_on_ours(moto: Moto, emulator: SageMakerEmulator, case: str) -> str:
+    """After a bootstrap, a tracking server or App that this teardown keeps and that stores its
+    artifacts in our bucket and runs as our execution role; how the plan names it."""
+    role = moto.client("iam").get_role(RoleName=SERVER_ROLE)["Role"]["Arn"]
+    uses = {"ArtifactStoreUri": "s3://team-mlflow/theirs", "RoleArn": role}
+    if case == "our-name-untagged":
+        # Made by a person under the name bootstrap uses: bootstrap found it and left it untagged.
+        server = emulator.servers["mlflow-tracking"].record
+        emulator.tags[server["TrackingServerArn"]] = []
+        return "tracking server mlflow-tracking"
+    if case == "other-server":
+        emulator.put_server("their-tracking", "Created", **uses)
+        return "tracking server their-tracking"
+    emulator.put_app("their-app", "Created", **uses)
+    return "MLflow App their-app"
+
+
+@pytest.mark.parametrize("case", ["our-name-untagged", "other-server", "other-app"])
+def test_a_bucket_and_role_a_kept_server_uses_stay(
+    aws: tuple[Moto, SageMakerEmulator], case: str
+) -> None:
+    """With --delete-artifacts: our bucket holds a kept server's artifacts and our execution
+    role runs it, so both stay, and the plan says which server still uses them."""
+    moto, emulator = aws
+    bootstrap.run(config())
+    s3 = moto.client("s3")
+    s3.put_object(Bucket="team-mlflow", Key="theirs/run-1/model.pkl", Body=b"weights")
+    user = someone_elses_server_on_ours(moto, emulator, case)
+
+    dry = teardown("--dry-run", "--delete-artifacts", "--output", "json")
+    assert dry.returncode == 0, dry.stderr
+    steps = {(s["resource"], s["name"]): s for s in json.loads(dry.stdout)["steps"]}
+    for kept in [("s3-bucket", "team-mlflow"), ("iam-role", SERVER_ROLE)]:
+        assert steps[kept]["action"] == "keep", steps[kept]
+        assert steps[kept]["detail"] == f"still used by {user}"
+    done = teardown("--yes", "--delete-artifacts")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count(f"still used by {user}") >= 2
+    assert s3.get_object(Bucket="team-mlflow", Key="theirs/run-1/model.pkl")["Body"].read() == (
+        b"weights"
+    )
+    assert moto.client("iam").get_role(RoleName=SERVER_ROLE)["Role"]["Arn"]
+    theirs = case != "our-name-untagged"
+    assert ("mlflow-tracking" in emulator.servers) is not theirs  # ours went, unless it is not
+    assert steps[("iam-role", "SM_MLFLOW_ACCESS_ROLE")]["action"] == "delete"
+
+
 def test_an_oidc_provider_another_role_trusts_stays(aws: tuple[Moto, SageMakerEmulator]) -> None:
     moto, _ = aws
     bootstrap.run(config())
@@ -181,9 +231,21 @@ def test_pod_identity_associations_go_with_the_role(
         eks.stop()
 
 
-@pytest.mark.parametrize(("stdin", "code"), [("", 2), ("n\n", 1)])
+@pytest.mark.parametrize(
+    ("stdin", "code", "says"),
+    [
+        (
+            "",
+            2,
+            "mlflow-webhook: error: nothing removed: no answer on stdin "
+            "(give --yes to delete without asking)\n",
+        ),
+        ("n\n", 1, "[y/N] mlflow-webhook: nothing removed\n"),
+    ],
+    ids=["no-answer", "no"],
+)
 def test_it_asks_before_deleting(
-    aws: tuple[Moto, SageMakerEmulator], stdin: str, code: int
+    aws: tuple[Moto, SageMakerEmulator], stdin: str, code: int, says: str
 ) -> None:
     moto, emulator = aws
     bootstrap.run(config())
@@ -191,7 +253,8 @@ def test_it_asks_before_deleting(
     emulator.calls.clear()
     result = teardown(stdin=stdin)
     assert result.returncode == code
-    assert "--yes" in result.stderr or "nothing removed" in result.stderr
+    # Each case its own last words: the question, then why nothing was removed.
+    assert result.stderr.endswith(says), result.stderr
     assert moto.writes() == [] and emulator_writes(emulator.calls) == []
 
 

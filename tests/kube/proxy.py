@@ -5,7 +5,9 @@ forwarded (method, path, query, status, and the events of each watch), and on de
 - drops the open watch connections, or cuts a watch right after its first bookmark, as a
   network or load balancer does;
 - holds requests that match a predicate, so the API server is unreachable for them (a black
-  hole: the client's own timeout decides) until `release`.
+  hole: the client's own timeout decides) until `release`;
+- refuses requests that match a predicate with a Status of its own (a 403 or a 500 for one
+  replica alone, where RBAC would refuse every replica of the ServiceAccount), until `accept`.
 
 It speaks TLS with its own certificate; the webhook's kubeconfig trusts that and carries the
 webhook's own ServiceAccount token, which the proxy passes on untouched, so RBAC still applies.
@@ -66,6 +68,7 @@ class ApiProxy(Served):
         self.calls: list[Call] = []
         self._lock = threading.Lock()
         self._hold: Callable[[Call], bool] | None = None
+        self._refuse: tuple[Callable[[Call], bool], int] | None = None
         self._cut_after: str | None = None
         self._watch_seconds: int | None = None
         self._watches: set[asyncio.Transport] = set()
@@ -104,6 +107,14 @@ class ApiProxy(Served):
     def release(self) -> None:
         """Held requests go on to the API server; the clients that gave up have gone."""
         self._hold = None
+
+    def refuse(self, predicate: Callable[[Call], bool], status: int) -> None:
+        """From now on, requests that match get `status` and never reach the API server."""
+        self._refuse = (predicate, status)
+
+    def accept(self) -> None:
+        """Stop refusing."""
+        self._refuse = None
 
     def drop_watches(self) -> None:
         """Close every open watch connection, as a network failure would."""
@@ -144,6 +155,9 @@ class ApiProxy(Served):
             self.calls.append(call)
         while (hold := self._hold) is not None and hold(call):
             await asyncio.sleep(0.05)
+        if (refuse := self._refuse) is not None and refuse[0](call):
+            call.status = refuse[1]
+            return refusal(refuse[1])
         body = await request.read()
         headers = {k: v for k, v in request.headers.items() if k.lower() not in HOP_BY_HOP}
         target = request.rel_url
@@ -196,3 +210,18 @@ class ApiProxy(Served):
             call.events.append((kind, version))
             return kind
         return None
+
+
+def refusal(status: int) -> web.Response:
+    """A Status as the API server writes one, for a refusal the proxy makes itself."""
+    reason = {403: "Forbidden", 409: "Conflict", 500: "InternalError"}.get(status, "Unknown")
+    body = {
+        "kind": "Status",
+        "apiVersion": "v1",
+        "metadata": {},
+        "status": "Failure",
+        "message": f"refused by the test proxy ({status} {reason})",
+        "reason": reason,
+        "code": status,
+    }
+    return web.json_response(body, status=status)

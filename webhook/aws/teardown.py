@@ -17,10 +17,12 @@ from webhook.core import policies
 from webhook.core.plans import Plan
 from webhook.core.teardown import (
     Found,
+    Running,
     decide,
     is_ours,
     statements,
     trusts_provider,
+    used_by,
     without_our_trust,
 )
 
@@ -84,7 +86,7 @@ def _inventory(
 
     server_name = config.tracking_server_name
     server = _tracking(clients, config)
-    server_kept: dict[str, Any] = {}
+    deleted = ""  # the server or App this teardown removes; it keeps every other one
     bucket = config.bucket
     if server is not None:
         arn = server["TrackingServerArn"]
@@ -100,7 +102,8 @@ def _inventory(
                 lambda c: c.sagemaker.delete_mlflow_tracking_server(TrackingServerName=server_name),
             )
         bucket = bucket or split_s3_uri(server.get("ArtifactStoreUri"))[0]
-        server_kept = {} if ours else server
+        deleted = arn if ours else ""
+    running = _running(clients, deleted)
 
     pod_role = iam.get_role(clients, config.pod_role_name)
     pod_role_ours = pod_role is not None and is_ours(pod_role.get("Tags"))
@@ -117,7 +120,7 @@ def _inventory(
 
     server_role = iam.get_role(clients, config.server_role_name)
     if server_role is not None:
-        users = (config.what,) if server_kept.get("RoleArn") == server_role["Arn"] else ()
+        users = used_by(running, role_arn=str(server_role["Arn"]))
         add(
             Found("iam-role", config.server_role_name, is_ours(server_role.get("Tags")), users),
             lambda c: _delete_role(c, config.server_role_name),
@@ -125,7 +128,7 @@ def _inventory(
     if config.cluster_name:
         _oidc_provider(clients, config, account, pod_role if pod_role_ours else None, add)
     if bucket:
-        _bucket(clients, bucket, config.what, server_kept, add)
+        _bucket(clients, bucket, used_by(running, bucket=bucket), add)
     return found, work
 
 
@@ -139,6 +142,37 @@ def _tracking(clients: Clients, config: BootstrapConfig) -> dict[str, Any] | Non
     if app is None:
         return None
     return {**app, "TrackingServerArn": app["Arn"]}
+
+
+def _running(clients: Clients, deleted: str) -> list[Running]:
+    """Every tracking server and MLflow App in the region but the one this teardown deletes:
+    any of them, ours or anyone's, may store artifacts in our bucket or run as our role."""
+    running = []
+    for page in clients.sagemaker.get_paginator("list_mlflow_tracking_servers").paginate():
+        for summary in page.get("TrackingServerSummaries", []):
+            name = summary["TrackingServerName"]
+            if summary["TrackingServerArn"] == deleted or summary["TrackingServerStatus"] in GONE:
+                continue
+            server = tracking.describe(clients, name)
+            if server is not None:
+                running.append(_as_running(f"tracking server {name}", server))
+    for page in clients.sagemaker.get_paginator("list_mlflow_apps").paginate():
+        for summary in page.get("Summaries", []):
+            if summary["Arn"] == deleted or summary["Status"] in apps.GONE:
+                continue
+            try:
+                app = clients.sagemaker.describe_mlflow_app(Arn=summary["Arn"])
+            except ClientError as error:
+                if code(error) != "ResourceNotFound":
+                    raise
+                continue  # deleted since it was listed
+            running.append(_as_running(f"MLflow App {summary['Name']}", app))
+    return running
+
+
+def _as_running(what: str, described: dict[str, Any]) -> Running:
+    bucket = split_s3_uri(described.get("ArtifactStoreUri"))[0]
+    return Running(what, bucket, str(described.get("RoleArn") or ""))
 
 
 def _pod_identity(trust: policies.Document) -> bool:
@@ -268,11 +302,7 @@ def _oidc_provider(
 
 
 def _bucket(
-    clients: Clients,
-    name: str,
-    kept: str,  # how the server or App that may still use it is named
-    server_kept: dict[str, Any],
-    add: Callable[[Found, Work], None],
+    clients: Clients, name: str, users: tuple[str, ...], add: Callable[[Found, Work], None]
 ) -> None:
     try:
         clients.s3.head_bucket(Bucket=name)
@@ -286,8 +316,6 @@ def _bucket(
         if code(error) != "NoSuchTagSet":
             raise
         tags = []
-    in_use = split_s3_uri(server_kept.get("ArtifactStoreUri"))[0] == name
-    users = (kept,) if in_use else ()
     add(Found("s3-bucket", name, is_ours(tags), users), lambda c: _delete_bucket(c, name))
 
 

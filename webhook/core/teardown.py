@@ -28,6 +28,25 @@ class Found:
     inside: tuple[str, ...] = field(default=())
 
 
+@dataclass(frozen=True)
+class Running:
+    """A tracking server or MLflow App that the teardown leaves in place (anyone's), and what it
+    depends on: its artifact bucket and the role it runs as."""
+
+    what: str  # how the plan names it: "tracking server NAME" or "MLflow App NAME"
+    bucket: str
+    role_arn: str
+
+
+def used_by(running: Iterable[Running], *, bucket: str = "", role_arn: str = "") -> tuple[str, ...]:
+    """What of `running` still stores artifacts in `bucket` or runs as `role_arn`."""
+    return tuple(
+        r.what
+        for r in running
+        if (bucket and r.bucket == bucket) or (role_arn and r.role_arn == role_arn)
+    )
+
+
 def is_ours(tags: Iterable[Mapping[str, Any]] | Mapping[str, str] | None) -> bool:
     """Whether AWS tags, as a Key/Value list or a plain mapping, carry our managed-by tag."""
     if not tags:

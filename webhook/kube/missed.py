@@ -13,6 +13,7 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any
 
+import urllib3
 from kubernetes import client
 
 from webhook.core import missed, namespaces
@@ -23,6 +24,9 @@ from webhook.kube.reconciler import TERMINATING, NamespaceReconciler
 from webhook.kube.watches import Key, Watch, pages
 
 log = logging.getLogger("webhook.kube.missed")
+# An API server that does not answer must not hold the Pod watch: the write fails, and is tried
+# again on the Pod's next change or the next resync.
+WRITE_TIMEOUT_SECONDS = 10.0
 
 
 class MissedPods:
@@ -117,19 +121,26 @@ class MissedPods:
 
     def _record(self, finding: Finding) -> bool:
         body = missed.event(finding, dt.datetime.now(dt.UTC), self.identity)
+        where = {"namespace": finding.namespace, "pod": finding.name}
         try:
-            self.core.create_namespaced_event(finding.namespace, body)
+            self.core.create_namespaced_event(
+                finding.namespace, body, _request_timeout=WRITE_TIMEOUT_SECONDS
+            )
         except client.ApiException as error:
             if error.status == 409:
                 return True  # written before, by us or a former leader
             log.warning(
-                "could not write the missed-Pod Event",
-                extra={"namespace": finding.namespace, "pod": finding.name, "status": error.status},
+                "could not write the missed-Pod Event", extra={**where, "status": error.status}
             )
             return bool(error.status == 404)  # the namespace or Pod is gone: nothing to tell
+        except urllib3.exceptions.HTTPError as error:  # a timeout, a dropped connection
+            log.warning(
+                "could not write the missed-Pod Event", extra={**where, "error": repr(error)}
+            )
+            return False
         log.warning(
             "Pod missed by the webhook",
-            extra={"namespace": finding.namespace, "pod": finding.name, "reason": finding.reason},
+            extra={**where, "reason": finding.reason},
         )
         return True
 
