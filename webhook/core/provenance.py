@@ -118,7 +118,7 @@ class Provenance:
         others refer to (as whole entries), then the values; the run context's is a
         placeholder until `context` gives each container its own."""
         if not self.tags:
-            return dict(self._after)
+            return {**self._before, **self._after}
         return {**self._before, RUN_CONTEXT_VAR: "", **self._after}
 
     def context(self, container: dict[str, Any]) -> str:
