@@ -224,6 +224,8 @@ class Fake:
     def __init__(self, name: str, used: bool, busy: bool, since: float) -> None:
         self.name, self.used, self.busy, self.since = name, used, busy, since
         self.closed = self.aborted = False
+        # An open connection's; aiohttp sets it to None once the connection starts to close.
+        self.transport: object | None = object()
 
     def force_close(self) -> None:
         self.closed = True

@@ -70,7 +70,8 @@ def test_the_readme_edits_break_no_test(tmp_path: Path) -> None:
     [policy] = [
         line
         for line in re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text()).splitlines()
-        if "mlflow-webhook iam-policy" in line and "--account" in line
+        # The command as a person types it (not the commands table, which names the flags).
+        if line.strip().startswith("mlflow-webhook iam-policy") and "--account" in line
     ]
     command = policy.strip().replace("mlflow-webhook", f"{sys.executable} -m webhook", 1)
     no_aws = {"AWS_CONFIG_FILE": "/nonexistent", "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent"}

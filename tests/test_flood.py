@@ -130,10 +130,11 @@ async def test_a_handshake_slowloris(server: WebhookProcess) -> None:
 
 
 class Closing(Fake):
-    """A connection whose TLS close has begun: it ranks first to go."""
+    """A connection whose TLS close has begun: aiohttp has let go of its transport."""
 
-    def rank(self) -> tuple[int, float]:
-        return (-1, self.since)
+    def __init__(self, name: str, used: bool, busy: bool, since: float) -> None:
+        super().__init__(name, used, busy, since)
+        self.transport = None
 
 
 def test_at_the_bound_those_closing_go_first_and_an_aborted_one_is_not_chosen_again() -> None:

@@ -25,7 +25,8 @@ CASES = [
 
 
 def as_created(pod: dict[str, Any]) -> dict[str, Any]:
-    """The Pod as a client would create it in our namespace (the status annotation a string)."""
+    """The Pod as a client would create it in our namespace (the status annotation and each
+    run context a string again: fixtures hold them as objects)."""
     pod = copy.deepcopy(pod)
     metadata = pod.setdefault("metadata", {})
     metadata["namespace"] = NAMESPACE
@@ -36,6 +37,11 @@ def as_created(pod: dict[str, Any]) -> dict[str, Any]:
     annotations = metadata.get("annotations") or {}
     if isinstance(annotations.get(STATUS_KEY), dict):
         annotations[STATUS_KEY] = json.dumps(annotations[STATUS_KEY])
+    for group in ("initContainers", "containers"):
+        for container in pod["spec"].get(group) or ():
+            for entry in container.get("env") or ():
+                if isinstance(entry.get("value"), dict):
+                    entry["value"] = json.dumps(entry["value"])
     return pod
 
 
