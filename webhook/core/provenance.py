@@ -43,7 +43,7 @@ DOWNWARD = {
     NODE_NAME_VAR: "spec.nodeName",
 }
 _REF = {name: f"$({name})" for name in DOWNWARD}
-_TAG_OF = {POD_NAME_VAR: "k8s.pod.name", POD_UID_VAR: "k8s.pod.uid", NODE_NAME_VAR: "k8s.node.name"}
+_REFS = frozenset(_REF.values())
 # How our own run context is recognised (`ours`): no one else writes this reference.
 OURS_MARK = f'"k8s.pod.uid":"{_REF[POD_UID_VAR]}"'
 
@@ -158,11 +158,6 @@ def escaped(value: str) -> str:
 def references(value: str) -> list[str]:
     """The Downward API variables a value of ours refers to."""
     return [name for name, ref in _REF.items() if ref in value] if "$(" in value else []
-
-
-def run_context(tags: dict[str, str], container: dict[str, Any]) -> str:
-    """The `MLFLOW_RUN_CONTEXT` value for one container: the Pod's tags and its own."""
-    return Provenance(tags).context(container)
 
 
 def _container_json(container: dict[str, Any]) -> str:
@@ -296,7 +291,7 @@ def provenance(
         system_metrics = bool(pod_metrics)
     if not settings.run_context:
         return Provenance(system_metrics=system_metrics, problems=problems)
-    # The Pod's name, uid and node are the kubelet's to fill in; `escaped` leaves them be.
+    # The Pod's name, uid and node are the kubelet's to fill in: the only values not escaped.
     ours = {
         "k8s.namespace.name": namespace,
         "k8s.pod.name": _REF[POD_NAME_VAR],
@@ -316,9 +311,7 @@ def provenance(
             value = annotations.get(key)
             if value and key not in labels:
                 ours[f"k8s.pod.annotation.{key}"] = value[:MAX_TAG_VALUE]
-    tags = {k: escaped(v) if "$" in v else v for k, v in ours.items()}
-    for name in DOWNWARD:
-        tags[_TAG_OF[name]] = _REF[name]
+    tags = {k: escaped(v) if "$" in v and v not in _REFS else v for k, v in ours.items()}
     if settings.run_tags is not None or keys.run_tags in annotations:
         _run_tags(annotations.get(keys.run_tags), settings.run_tags, keys.run_tags, tags, problems)
     return Provenance(tags, _node_id(labels, annotations), system_metrics, problems)
