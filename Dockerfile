@@ -1,7 +1,7 @@
 # mlflow-webhook: build with `docker build -t mlflow-webhook:0.1.0 .`
 # No `# syntax=` line: it makes BuildKit fetch its frontend from Docker Hub, which an air-gapped
 # build cannot reach, and nothing here needs more than the frontend built into Docker.
-# PYTHON_IMAGE: any Debian-based Python 3.11 image with `python` and `venv` (see the README).
+# PYTHON_IMAGE: any Debian-based Python 3.11 image with `python` and `venv` (see docs/image.md).
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS build

@@ -6,7 +6,7 @@ Each run starts the Deployment's container (its security context, tmpfs volumes,
 settings from the rendered manifests; `tests/image.py`) without cluster access, so the time is
 the image's own: Python and the imports, self-signed certificates into the tmpfs, the listener.
 It is measured from the `docker run` call to the first 200 from the readiness probe's path,
-polled every 20 ms; the median of the runs is the figure the README gives.
+polled every 20 ms; the median of the runs is the figure docs/image.md gives.
 """
 
 from __future__ import annotations

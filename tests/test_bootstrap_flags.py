@@ -1,4 +1,4 @@
-"""README promises of the bootstrap that had no test: the tracking server's drift update, and
+"""Promises of the bootstrap (docs/aws.md) that had no test: the tracking server's drift update, and
 `--tag` with the naming flags, through the command line."""
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
-"""The per-team recipe (README, "One webhook, many teams"): `bootstrap` once per team, each with
-its own server, pod role, pod policy and server role names and `--trust-namespaces team-x`;
-`--output json` gives the namespace annotations to paste, and pasted they give that team's
-Pods that team's server and role. Against moto's server and the SageMaker emulator."""
+"""The per-team recipe (docs/configuration.md, "One webhook, many teams"): `bootstrap` once per
+team, each with its own server, pod role, pod policy and server role names and
+`--trust-namespaces team-x`; `--output json` gives the namespace annotations to paste, and pasted
+they give that team's Pods that team's server and role. Against moto's server and the SageMaker
+emulator."""
 
 from __future__ import annotations
 

@@ -127,7 +127,7 @@ def test_service_accounts_follow_the_opt_in_label(cluster: Setup) -> None:
 
 
 def test_a_dropped_watch_resumes_from_its_resource_version(cluster: Setup) -> None:
-    """The README's promise: a dropped watch resumes from the last resourceVersion it saw, with
+    """docs/cluster.md's promise: a dropped watch resumes from the last resourceVersion it saw, with
     no list in between."""
     cluster.start("one", proxied=True)
     proxy = cluster.proxy

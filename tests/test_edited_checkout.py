@@ -1,6 +1,6 @@
-"""The README's install section is run in the checkout itself, and edits it: settings.env made
+"""The install doc (docs/install.md) is run in the checkout itself, and edits it: settings.env made
 and filled in, the image's name set in kustomization.yaml, webhook-policy.json written. The
-tests must not mind. In a scratch copy of this checkout, with every edit the README asks for
+tests must not mind. In a scratch copy of this checkout, with every edit the install doc asks for
 made, the tests that read `manifests/` pass (they read git's view of it,
 `tests/kube/settings.py`)."""
 
@@ -16,9 +16,10 @@ from pathlib import Path
 import pytest
 
 from tests.kube.settings import GIVEN, ROOT, settings_text
-from tests.test_install import readme_blocks
+from tests.test_install import install_blocks
 
 # The tests that read manifests/ or the files beside it; the cluster's own need no second run.
+INSTALL = ROOT / "docs" / "install.md"
 AFFECTED = ["tests/test_settings_file.py", "tests/test_manifests.py"]
 STEP_3 = re.compile(r"\*\*3\. Build and push the image\*\*.*?```sh\n(?P<body>.*?)```", re.DOTALL)
 
@@ -55,21 +56,21 @@ def scratch_clone(dest: Path) -> Path:
 
 
 @pytest.mark.timeout(900)
-def test_the_readme_edits_break_no_test(tmp_path: Path) -> None:
+def test_the_install_docs_edits_break_no_test(tmp_path: Path) -> None:
     home = scratch_clone(tmp_path / "checkout")
-    # Step 2: the settings file, copied as the README's block says, then filled in (part A).
-    for line in readme_blocks()["settings"]:
+    # Step 2: the settings file, copied as the install doc's block says, then filled in (part A).
+    for line in install_blocks()["settings"]:
         subprocess.run(["bash", "-euo", "pipefail", "-c", line], cwd=home, check=True)
     (home / "manifests" / "base" / "settings.env").write_text(settings_text(GIVEN))
     # Step 3: the image's name, as written; building and pushing it changes no file.
-    found = STEP_3.search((ROOT / "README.md").read_text())
-    assert found, "the README's step 3 block"
+    found = STEP_3.search(INSTALL.read_text())
+    assert found, "the install doc's step 3 block"
     edits = [line for line in found["body"].splitlines() if not line.startswith("docker ")]
     subprocess.run(["bash", "-euo", "pipefail", "-c", "\n".join(edits)], cwd=home, check=True)
-    # Part B's policy file, written offline into the checkout as the README shows it.
+    # Part B's policy file, written offline into the checkout as the install doc shows it.
     [policy] = [
         line
-        for line in re.sub(r"\\\n\s*", "", (ROOT / "README.md").read_text()).splitlines()
+        for line in re.sub(r"\\\n\s*", "", INSTALL.read_text()).splitlines()
         # The command as a person types it (not the commands table, which names the flags).
         if line.strip().startswith("mlflow-webhook iam-policy") and "--account" in line
     ]

@@ -254,14 +254,14 @@ def test_the_image_runs_any_command(image: str) -> None:
     assert done.stderr.endswith("injected 1 of 1 Pod templates\n")
 
 
-def test_the_readme_states_the_size_build_image_measures(image: str) -> None:
-    """The README's figure, within 10% of the image built here (`.ci/build-image` prints it
+def test_the_image_doc_states_the_size_build_image_measures(image: str) -> None:
+    """docs/image.md's figure, within 10% of the image built here (`.ci/build-image` prints it
     the same way: bytes / 1e6)."""
     size = int(docker("image", "inspect", "--format", "{{.Size}}", image).stdout) / 1e6
-    readme = " ".join((ROOT / "README.md").read_text().split())
-    found = re.search(r"Built by `\.ci/build-image` it is \*\*(\d+) MB\*\*", readme)
-    assert found, "the README's image size"
+    doc = " ".join((ROOT / "docs" / "image.md").read_text().split())
+    found = re.search(r"Built by `\.ci/build-image` it is \*\*(\d+) MB\*\*", doc)
+    assert found, "docs/image.md's image size"
     stated = int(found[1])
     assert abs(size - stated) <= 0.10 * stated, (
-        f"README says {stated} MB, the image is {size:.0f} MB"
+        f"docs/image.md says {stated} MB, the image is {size:.0f} MB"
     )

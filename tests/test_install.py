@@ -1,4 +1,4 @@
-"""The README's "Installing it in a cluster", followed as written against a real API server.
+"""docs/install.md, "Installing it in a cluster", followed as written against a real API server.
 
 Every shell block marked `<!-- install-test: NAME -->` runs line by line, as a person would run
 it, from a copy of the checkout, with kubectl pointed at the cluster. Two things stand in for
@@ -28,9 +28,9 @@ MANAGED = "app.kubernetes.io/managed-by=mlflow-webhook"
 BLOCK = re.compile(r"<!-- install-test: (?P<name>[\w-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)
 
 
-def readme_blocks() -> dict[str, list[str]]:
+def install_blocks() -> dict[str, list[str]]:
     """Each marked block's commands, continuation lines joined."""
-    text = (ROOT / "README.md").read_text()
+    text = (ROOT / "docs" / "install.md").read_text()
     return {
         m["name"]: [line for line in m["body"].replace("\\\n", " ").splitlines() if line.strip()]
         for m in BLOCK.finditer(text)
@@ -102,8 +102,8 @@ def labelled(plane: ControlPlane) -> list[str]:
     return found.split()
 
 
-def test_the_readme_install_section_as_written(control_plane: ControlPlane, tmp_path: Path) -> None:
-    blocks = readme_blocks()
+def test_the_install_doc_as_written(control_plane: ControlPlane, tmp_path: Path) -> None:
+    blocks = install_blocks()
     assert list(blocks) == ["settings", "apply", "label", "smoke", "uninstall"]
     git_view(tmp_path)  # a clone's manifests/, whatever this checkout's own hold
     person = Person(control_plane, tmp_path)
@@ -153,4 +153,4 @@ def test_the_readme_install_section_as_written(control_plane: ControlPlane, tmp_
 @pytest.mark.parametrize("name", ["apply", "uninstall"])
 def test_the_blocks_name_the_same_manifests(name: str) -> None:
     """apply and uninstall speak of the same folder, so uninstall removes what apply made."""
-    assert any("-k manifests/" in line for line in readme_blocks()[name])
+    assert any("-k manifests/" in line for line in install_blocks()[name])

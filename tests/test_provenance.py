@@ -29,6 +29,9 @@ SA = "sagemaker-mlflow-sa"
 CLUSTER = "ml-prod"
 EXPERIMENT = "provenance"
 SEARCH = Path(__file__).parent / "e2e" / "search.py"
+# The searches docs/provenance.md shows, run as written.
+BY_LABEL = "tags.`k8s.pod.label.training.kubeflow.org/job-name` = 'mnist'"
+BY_JOB = "tags.`k8s.job.name` = 'train'"
 TEMPLATE_METADATA = {
     "annotations": {
         "mlflow-webhook.io/inject": "true",
@@ -343,7 +346,7 @@ def search(
     front: Front,
     root: Path,
 ) -> list[str]:
-    """The README's search, run from a Pod's own environment through the plugin."""
+    """A search docs/provenance.md shows, run from a Pod's own environment through the plugin."""
     env = environment(pod, pod["spec"]["containers"][0]["name"])
     chain.kubelet_token(plane, pod, env, root, NS)
     done = subprocess.run(
@@ -369,14 +372,21 @@ def test_every_run_of_one_job_is_found_by_its_tag(
 ) -> None:
     ids = {short: run["info"]["run_id"] for short, run in runs.items()}
     pod = created["master"]
-    by_label = "tags.`k8s.pod.label.training.kubeflow.org/job-name` = 'mnist'"
-    assert search(by_label, pod, control_plane, stack, front, tmp_path) == sorted(
+    assert search(BY_LABEL, pod, control_plane, stack, front, tmp_path) == sorted(
         [ids["master"], ids["worker"]]
     )
-    by_job = "tags.`k8s.job.name` = 'train'"
-    assert search(by_job, pod, control_plane, stack, front, tmp_path) == sorted(
+    assert search(BY_JOB, pod, control_plane, stack, front, tmp_path) == sorted(
         [ids["index-0"], ids["index-1"]]
     )
+
+
+def test_the_docs_show_the_searches_run_here() -> None:
+    """What a user copies from docs/provenance.md (and the README's one) is what runs here."""
+    root = Path(__file__).resolve().parent.parent
+    doc = (root / "docs" / "provenance.md").read_text()
+    for search_text in (BY_LABEL, BY_JOB):
+        assert f'filter_string="{search_text}"' in doc, search_text
+    assert f'filter_string="{BY_JOB}"' in (root / "README.md").read_text()
 
 
 def test_the_api_server_stores_a_windows_pod_with_the_windows_token_path(

@@ -1,5 +1,5 @@
-"""Every run of one job, as the README shows it: `mlflow.search_runs` on the job's tag, from a
-process whose environment is the injected one. Prints the run ids it found, as JSON."""
+"""Every run of one job, as docs/provenance.md shows it: `mlflow.search_runs` on the job's tag,
+from a process whose environment is the injected one. Prints the run ids it found, as JSON."""
 
 import json
 import sys

@@ -1,9 +1,9 @@
 """`manifests/` as a user would have it: a copy with settings.env made from the example, the way
-the README says (copy, then replace each REPLACE-ME; for the irsa overlay, part B instead of A).
-An unedited checkout does not render, by design, so the tests render such a copy.
+docs/install.md says (copy, then replace each REPLACE-ME; for the irsa overlay, part B instead of
+A). An unedited checkout does not render, by design, so the tests render such a copy.
 
 Every copy is git's view of `manifests/` (the index: what a developer has staged), never the
-working tree, which a person following the README edits (settings.env, the image's name in
+working tree, which a person following docs/install.md edits (settings.env, the image's name in
 kustomization.yaml) in the same checkout. Outside a git checkout (an unpacked sdist) the files
 on disk are all there is, settings.env left out."""
 

@@ -18,9 +18,9 @@ DEFAULT_KEEPALIVE_SECONDS = 120.0
 # Headers, and then the body, each get this long. The API server sends a review in
 # milliseconds and waits at most 30 s (timeoutSeconds) for the answer.
 DEFAULT_READ_TIMEOUT_SECONDS = 10.0
-# A connection costs 32 KiB idle, 54 KiB with its TLS handshake pending (README, "Connections
-# and time"): this many keep a replica well inside the Deployment's 256 MiB limit, with room
-# for requests in flight.
+# A connection costs 32 KiB idle, 54 KiB with its TLS handshake pending (docs/connections.md):
+# this many keep a replica well inside the Deployment's 256 MiB limit, with room for requests
+# in flight.
 DEFAULT_MAX_CONNECTIONS = 1000
 
 
