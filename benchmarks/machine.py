@@ -137,7 +137,8 @@ class Usage:
         if client > CLIENT_LIMIT:
             return (
                 f"bottleneck: the client ({client:.2f} cores, more than {CLIENT_LIMIT}): "
-                "it took CPU from both servers alike, so the ratio is DAMPED toward 1"
+                "it took CPU from what it measured, baseline and ours alike, so the "
+                "comparison is DAMPED (a ratio pulled toward 1)"
             )
         if self.cores(self.busy) > 0.9 * cores():
             return (
