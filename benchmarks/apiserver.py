@@ -110,22 +110,8 @@ def run_level(cluster: Cluster, clients: int, args: argparse.Namespace) -> Level
             order = SETUPS[round_ % 3 :] + SETUPS[: round_ % 3]
             line = []
             for setup in order:
-                start = machine.Sample.take(list(pids.values()))
-                webhook = machine.process_cpu(pids[setup]) if setup in pids else 0.0
-                phase = creator.create(
-                    NAMESPACES[setup], POD, names(f"r{round_}", setup, args.pods), INJECTED
-                )
-                level.usage += machine.Usage.between(
-                    start, machine.Sample.take(list(pids.values()))
-                )
-                if setup in pids:
-                    level.webhook_cpu[setup] += machine.process_cpu(pids[setup]) - webhook
-                check(setup, phase)
-                level.rounds[setup].append(phase)
-                line.append(
-                    f"{setup} {quantile(phase.latencies, 0.5) * 1e3:.1f}/"
-                    f"{quantile(phase.latencies, 0.99) * 1e3:.1f}"
-                )
+                batch = names(f"r{round_}", setup, args.pods)
+                line.append(measure(level, creator, pids, setup, batch))
             clean(creator)
             print(f"  round {round_ + 1}: p50/p99 ms  " + "  ".join(line))
         after = scrape(creator)
@@ -134,6 +120,22 @@ def run_level(cluster: Cluster, clients: int, args: argparse.Namespace) -> Level
         creator.close()
     report(level)
     return level
+
+
+def measure(
+    level: Level, creator: Creator, pids: dict[str, int], setup: str, batch: list[str]
+) -> str:
+    """One setup's creates in a round, with the CPU spent meanwhile; its p50/p99 in words."""
+    start = machine.Sample.take(list(pids.values()))
+    webhook = machine.process_cpu(pids[setup]) if setup in pids else 0.0
+    phase = creator.create(NAMESPACES[setup], POD, batch, INJECTED)
+    level.usage += machine.Usage.between(start, machine.Sample.take(list(pids.values())))
+    if setup in pids:
+        level.webhook_cpu[setup] += machine.process_cpu(pids[setup]) - webhook
+    check(setup, phase)
+    level.rounds[setup].append(phase)
+    p50, p99 = (quantile(phase.latencies, q) * 1e3 for q in (0.5, 0.99))
+    return f"{setup} {p50:.1f}/{p99:.1f}"
 
 
 def names(prefix: str, setup: str, count: int) -> list[str]:
