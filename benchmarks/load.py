@@ -1,10 +1,20 @@
 """Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
 
     .venv/bin/python -m benchmarks.load [--seconds 3] [--rounds 10] [--connections 16]
-        [--compare floor|namespace-settings|run-context]
+        [--threads 1] [--compare floor|namespace-settings|run-context]
 
 Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
-run, alternating servers round by round so that drift on a noisy machine hits both alike.
+run, alternating servers round by round so that drift on a noisy machine hits both alike, as
+medians over the rounds (at least five for a figure worth quoting).
+
+The independent `wrk` setup (two client threads, 16 keep-alive TLS connections, five alternating
+5-second rounds of the three-Pod mix in mix.lua) is
+
+    .venv/bin/python -m benchmarks.load --threads 2 --connections 16 --rounds 5 --seconds 5
+
+It prints the machine (cores, CPU model, load average before and after) and where the CPU went:
+wrk's own, the server's, everything else's. When wrk used more than half a core, it says the
+ratio is damped: the client took CPU from both servers alike.
 
 `--compare namespace-settings` measures instead what a namespace's own settings cost: the
 webhook with a real control plane (../shared/kube), the request namespace carrying its own
@@ -29,7 +39,7 @@ from typing import Any
 
 import orjson
 
-from benchmarks import bodies
+from benchmarks import bodies, machine
 from tests.servers import serve_command
 from tests.support import ROLE_ARN, TRACKING_ARN, free_port, settings
 from webhook.core.reviews import admit, parse
@@ -39,8 +49,10 @@ HERE = Path(__file__).parent
 
 
 class Server:
-    def __init__(self, kind: str, cert_dir: Path, log: Path, *extra: str) -> None:
-        self.port = free_port()
+    def __init__(
+        self, kind: str, cert_dir: Path, log: Path, *extra: str, port: int | None = None
+    ) -> None:
+        self.port = port or free_port()
         if kind != "floor":
             flags = ("--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN, *extra)
             command = serve_command(cert_dir, self.port, *flags)
@@ -117,10 +129,12 @@ class Server:
             self.proc.wait()
 
 
-def wrk(port: int, files: list[Path], *, seconds: float, connections: int) -> dict[str, Any]:
+def wrk(
+    port: int, files: list[Path], *, seconds: float, connections: int, threads: int = 1
+) -> dict[str, Any]:
     command = [
         "wrk",
-        "-t1",
+        f"-t{threads}",
         f"-c{connections}",
         f"-d{round(seconds)}s",
         "--latency",
@@ -160,21 +174,71 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=3)
     parser.add_argument("--rounds", type=int, default=10)
     parser.add_argument("--connections", type=int, default=16)
+    parser.add_argument("--threads", type=int, default=1, help="wrk's client threads")
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument(
         "--compare", choices=("floor", "namespace-settings", "run-context"), default="floor"
     )
     args = parser.parse_args()
-    if args.compare == "namespace-settings":
-        from benchmarks.tenants import Tenants
+    print(machine.describe())
+    try:
+        if args.compare == "namespace-settings":
+            from benchmarks.tenants import Tenants
 
-        with Tenants() as tenants:
-            compare(args, tenants.servers)
-        return
-    if args.compare == "run-context":
-        compare(args, {"off": ("--run-context", "off"), "on": ("--run-context", "on")})
-        return
-    compare(args, {"floor": (), "ours": ()})
+            with Tenants() as tenants:
+                compare(args, tenants.servers)
+        elif args.compare == "run-context":
+            compare(args, {"off": ("--run-context", "off"), "on": ("--run-context", "on")})
+        else:
+            compare(args, {"floor": (), "ours": ()})
+    finally:
+        print(f"\nload average after: {machine.load_average()}")
+
+
+class Rounds:
+    """Each server's wrk results round by round, and the CPU spent while it was measured."""
+
+    def __init__(self, args: argparse.Namespace, work: Path, files: list[Path]) -> None:
+        self.args, self.work, self.files = args, work, files
+        self.runs: dict[str, list[dict[str, Any]]] = {}
+        self.usage: dict[str, machine.Usage] = {}
+
+    def wrk(self, server: Server, seconds: float) -> dict[str, Any]:
+        args = self.args
+        return wrk(
+            server.port,
+            self.files,
+            seconds=seconds,
+            connections=args.connections,
+            threads=args.threads,
+        )
+
+    def measure(self, kind: str, server: Server) -> None:
+        pids = [server.proc.pid]
+        start = machine.Sample.take(pids, children=True)  # wrk is a child, counted once waited
+        result = self.wrk(server, self.args.seconds)
+        usage = machine.Usage.between(start, machine.Sample.take(pids, children=True))
+        self.usage[kind] = self.usage.get(kind, machine.Usage()) + usage
+        result["cpu_us"] = usage.servers / result["requests"] * 1e6
+        result["wrk_cores"] = usage.cores(usage.client)
+        result["lag_max"] = server.loop_lag_max(self.work)
+        self.runs.setdefault(kind, []).append(result)
+        errors = result["errors"] + result["non2xx"]
+        lag = result["lag_max"]
+        print(
+            f"  {kind:5}  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
+            f"p99 {result['p99_us'] / 1000:6.2f} ms  {result['cpu_us']:6.1f} CPU us/req  "
+            f"wrk {result['wrk_cores']:.2f} cores  errors {errors}"
+            + ("" if lag is None else f"  loop lag max {lag * 1000:.1f} ms")
+        )
+
+    def median(self, kind: str, key: str) -> float:
+        return statistics.median(r[key] for r in self.runs[kind])
+
+    def paired(self, base: str, ours: str, key: str, invert: bool = False) -> list[float]:
+        """Round by round, ours over the base (or the base over ours)."""
+        pairs = zip(self.runs[ours], self.runs[base], strict=True)
+        return [(f[key] / o[key]) if invert else (o[key] / f[key]) for o, f in pairs]
 
 
 def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> None:
@@ -186,77 +250,80 @@ def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> No
     files = bodies.write(work)
     log = work / "servers.log"
     print(
-        f"mix: {', '.join(bodies.MIX)}; {args.connections} keep-alive TLS connections; "
-        f"{args.rounds} rounds of {args.seconds:g}s each, {base} and {ours} alternating (ABBA), "
-        "both running throughout"
+        f"mix: {', '.join(bodies.MIX)}; wrk with {args.threads} thread(s), {args.connections} "
+        f"keep-alive TLS connections; {args.rounds} rounds of {args.seconds:g}s each, {base} and "
+        f"{ours} alternating (ABBA), both running throughout"
     )
+    if args.rounds < 5:
+        print(f"  (only {args.rounds} rounds: medians of fewer than five are not worth quoting)")
 
-    runs: dict[str, list[dict[str, Any]]] = {base: [], ours: []}
-
-    def measure(kind: str, server: Server) -> None:
-        before = server.cpu_seconds()
-        result = wrk(server.port, files, seconds=args.seconds, connections=args.connections)
-        result["cpu_us"] = (server.cpu_seconds() - before) / result["requests"] * 1e6
-        result["lag_max"] = server.loop_lag_max(work)
-        runs[kind].append(result)
-        errors = result["errors"] + result["non2xx"]
-        lag = result["lag_max"]
-        print(
-            f"  {kind:5}  {result['rps']:8.0f} req/s  p50 {result['p50_us'] / 1000:6.2f} ms  "
-            f"p99 {result['p99_us'] / 1000:6.2f} ms  {result['cpu_us']:6.1f} CPU us/req  "
-            f"errors {errors}" + ("" if lag is None else f"  loop lag max {lag * 1000:.1f} ms")
-        )
-
+    rounds = Rounds(args, work, files)
     # Both stay up; each round runs them in turn, in the order ABBA, so drift on a noisy
     # machine falls on both alike and rounds can be short and many.
     running = {kind: Server(kind, work, log, *servers[kind]) for kind in (base, ours)}
     try:
         for server in running.values():
-            wrk(server.port, files, seconds=2, connections=args.connections)  # warm up
+            rounds.wrk(server, 2)  # warm up
         for round_ in range(args.rounds):
             for kind in (base, ours) if round_ % 2 == 0 else (ours, base):
-                measure(kind, running[kind])
+                rounds.measure(kind, running[kind])
     finally:
         for server in running.values():
             server.stop()
+    summarize(rounds, base, ours)
+    if base == "floor":
+        print("\nmicroseconds per request without HTTP (parse, mutate, respond):")
+        for name, us in micro().items():
+            print(f"  {name:16} {us:8.1f} us")
+        memory(args, work, files, log, rate=rounds.median(ours, "rps"))
 
-    def median(kind: str, key: str) -> float:
-        return statistics.median(r[key] for r in runs[kind])
 
-    ratios = [o["rps"] / f["rps"] for o, f in zip(runs[ours], runs[base], strict=True)]
-    print("\nresults (medians over rounds)")
-    print("| server | req/s | p50 ms | p99 ms |\n|---|---|---|---|")
+def summarize(rounds: Rounds, base: str, ours: str) -> None:
+    def listed(values: list[float], digits: int) -> str:
+        return ", ".join(f"{v:.{digits}f}" for v in values)
+
+    print(f"\nresults (medians over {len(rounds.runs[base])} rounds)")
+    print("| server | req/s | p50 ms | p99 ms | wrk cores |\n|---|---|---|---|---|")
     for kind in (base, ours):
         print(
-            f"| {kind} | {median(kind, 'rps'):.0f} | {median(kind, 'p50_us') / 1000:.2f} | "
-            f"{median(kind, 'p99_us') / 1000:.2f} |"
+            f"| {kind} | {rounds.median(kind, 'rps'):.0f} | "
+            f"{rounds.median(kind, 'p50_us') / 1000:.2f} | "
+            f"{rounds.median(kind, 'p99_us') / 1000:.2f} | "
+            f"{rounds.median(kind, 'wrk_cores'):.2f} |"
         )
+    ratios = rounds.paired(base, ours, "rps")
     print(
         f"\nthroughput ratio {ours}/{base}: {statistics.median(ratios):.3f} "
-        f"(per round: {', '.join(f'{r:.3f}' for r in ratios)})"
+        f"(per round: {listed(ratios, 3)})"
     )
-    tails = [o["p99_us"] / f["p99_us"] for o, f in zip(runs[ours], runs[base], strict=True)]
+    tail = rounds.median(ours, "p99_us") / rounds.median(base, "p99_us")
     print(
-        f"p99 ratio {ours}/{base}: {median(ours, 'p99_us') / median(base, 'p99_us'):.2f} "
-        f"(per round: {', '.join(f'{r:.2f}' for r in tails)})"
+        f"p99 ratio {ours}/{base}: {tail:.2f} "
+        f"(per round: {listed(rounds.paired(base, ours, 'p99_us'), 2)})"
     )
-    lags = [r["lag_max"] * 1000 for r in runs[ours] if r["lag_max"] is not None]
+    wrk_cores = max(rounds.usage[kind].cores(rounds.usage[kind].client) for kind in (base, ours))
+    if wrk_cores > machine.CLIENT_LIMIT:
+        print(
+            f"  these ratios are DAMPED: wrk used {wrk_cores:.2f} cores (more than "
+            f"{machine.CLIENT_LIMIT}), taken from both servers alike"
+        )
+    lags = [r["lag_max"] * 1000 for r in rounds.runs[ours] if r["lag_max"] is not None]
     if lags:
         print(f"{ours}'s longest event-loop lag: {max(lags):.1f} ms")
-    cpu = [f["cpu_us"] / o["cpu_us"] for o, f in zip(runs[ours], runs[base], strict=True)]
+    cpu = rounds.paired(base, ours, "cpu_us", invert=True)
     print(
         f"CPU per request ratio {base}/{ours}: {statistics.median(cpu):.3f} "
-        f"(per round: {', '.join(f'{r:.3f}' for r in cpu)})"
+        f"(per round: {listed(cpu, 3)})"
     )
-    if base != "floor":
-        return
+    for kind in (base, ours):
+        print(f"\nwhile {kind} was measured:")
+        machine.report(rounds.usage[kind], client="wrk", servers=kind, event_loop=True)
 
-    print("\nmicroseconds per request without HTTP (parse, mutate, respond):")
-    for name, us in micro().items():
-        print(f"  {name:16} {us:8.1f} us")
 
-    # Memory: RSS once 1k requests are answered, then again past --memory-requests.
-    rate = median("ours", "rps")
+def memory(
+    args: argparse.Namespace, work: Path, files: list[Path], log: Path, *, rate: float
+) -> None:
+    """RSS once 1k requests are answered, then again past --memory-requests."""
     server = Server("ours", work, log)
     try:
         points = []

@@ -1,0 +1,149 @@
+"""The benchmarks' own arithmetic, and each one run once, tiny, to show that it works and says
+what it must: no figure it prints is asserted (timing belongs to the benchmarks, not the tests).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks import machine
+from benchmarks.creates import quantile
+from benchmarks.histograms import EMPTY, webhook_histogram
+from tests.kube.controlplane import missing_reason
+
+ROOT = Path(__file__).resolve().parents[1]
+METRIC = "apiserver_admission_webhook_admission_duration_seconds"
+
+
+def exposition(ours: list[int], floor_count: int, seconds: float = 0.0) -> str:
+    """/metrics as the API server writes it: our webhook's buckets split over `rejected`, the
+    floor's, and a validating call that must not count."""
+    lines = [f"# HELP {METRIC} Admission webhook latency", f"# TYPE {METRIC} histogram"]
+    bounds = ["0.005", "0.025", "0.1", "0.5", "+Inf"]
+
+    def series(name: str, kind: str, rejected: str, counts: list[int], total: float) -> None:
+        labels = f'name="{name}",operation="CREATE",rejected="{rejected}",type="{kind}"'
+        for le, count in zip(bounds, counts, strict=True):
+            lines.append(f'{METRIC}_bucket{{{labels},le="{le}"}} {count}')
+        lines.append(f"{METRIC}_sum{{{labels}}} {total}")
+        lines.append(f"{METRIC}_count{{{labels}}} {counts[-1]}")
+
+    series("pods.mlflow-webhook.io", "admit", "false", ours, seconds)
+    series("pods.mlflow-webhook.io", "admit", "true", [0, 0, 0, 1, 1], 0.2)
+    series("floor.benchmark.mlflow-webhook.io", "admit", "false", [floor_count] * 5, 0.01)
+    series("pods.mlflow-webhook.io", "validating", "false", [7, 7, 7, 7, 7], 0.01)
+    return "\n".join(lines) + "\n"
+
+
+def test_the_histogram_is_our_webhooks_admit_calls_and_its_quantiles_interpolate() -> None:
+    ours = "pods.mlflow-webhook.io"
+    before = webhook_histogram(exposition([5, 5, 5, 5, 5], 2, 0.05), ours)
+    after = webhook_histogram(exposition([15, 95, 100, 100, 100], 9, 1.0), ours)
+    run = after - before
+    assert run.count == 95  # 100 + 1 rejected, less the 6 before; the validating calls not
+    assert run.buckets == ((0.005, 10), (0.025, 90), (0.1, 95), (0.5, 95), (math.inf, 95))
+    assert run.mean == pytest.approx(0.95 / 95)
+    # Rank 47.5 falls in (5 ms, 25 ms], 37.5 of its 80 calls in: as histogram_quantile says.
+    assert run.quantile(0.5) == pytest.approx(0.005 + 0.020 * 37.5 / 80)
+    assert run.bucket_of(0.99) == (0.025, 0.1)
+    assert (run - run).count == 0 and math.isnan(EMPTY.mean)
+
+
+def test_a_rank_in_the_open_bucket_is_the_highest_finite_bound() -> None:
+    text = exposition([0, 0, 0, 1, 10], 0)
+    assert webhook_histogram(text, "pods.mlflow-webhook.io").quantile(0.99) == 0.5
+    assert webhook_histogram(text, "floor.benchmark.mlflow-webhook.io").count == 0
+
+
+def test_quantile_of_latencies() -> None:
+    values = [i / 1000 for i in range(1, 101)]
+    assert quantile(values, 0.5) == pytest.approx(0.0505)
+    assert quantile(values, 0.99) == pytest.approx(0.09901)
+    assert quantile([0.2], 0.99) == 0.2
+
+
+@pytest.mark.parametrize(
+    ("client", "servers", "busy", "words"),
+    [
+        (0.6, 0.8, 1.5, "DAMPED"),
+        (0.1, 0.5, 1.95, "bottleneck: the machine"),
+        (0.1, 0.95, 1.2, "bottleneck: the server"),
+        (0.1, 0.3, 0.5, "latency-bound"),
+    ],
+)
+def test_the_bottleneck_is_named(
+    client: float, servers: float, busy: float, words: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(machine, "cores", lambda: 2)
+    usage = machine.Usage(10.0, client * 10, servers * 10, busy * 10)
+    assert words in usage.bottleneck(event_loop=True)
+    assert usage.others == pytest.approx(max(0.0, busy - client - servers))
+
+
+def run(*args: str) -> str:
+    done = subprocess.run(
+        [sys.executable, "-m", *args], cwd=ROOT, capture_output=True, text=True, timeout=900
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    return done.stdout
+
+
+def says_where_the_cpu_went(out: str) -> None:
+    assert re.search(r"^machine: \d+ cores, .+; load average [\d.]+ [\d.]+ [\d.]+$", out, re.M)
+    assert re.search(r"^CPU \(cores busy on average\): .+ of \d+$", out, re.M)
+    assert re.search(r"^bottleneck: ", out, re.M)
+    assert re.search(r"^load average after: [\d.]+ [\d.]+ [\d.]+$", out, re.M)
+
+
+@pytest.mark.timeout(900)
+def test_apiserver_benchmark_runs_and_the_api_server_counted_each_call() -> None:
+    """Exit 0 means every create succeeded and every Pod in the opted-in namespace came back
+    injected (the benchmark checks); the API server's histogram counts one call per create."""
+    reason = missing_reason()
+    if reason:
+        pytest.skip(reason)
+    out = run("benchmarks.apiserver", "--rounds", "1", "--pods", "3", "--clients", "1", "2")
+    says_where_the_cpu_went(out)
+    calls = re.findall(r"^  (floor|ours) +\(\S+\): (\d+) calls", out, re.M)
+    assert calls == [("floor", "3"), ("ours", "3")] * 2
+    table = out[out.index("| setup | 1 client | 2 clients |") :].splitlines()
+    rows = {line.split(" | ")[0].strip("| ") for line in table[2:7]}
+    assert rows == {
+        "no webhook called",
+        "floor webhook (allows)",
+        "ours",
+        "ours over the floor",
+        "ours, as the API server timed it",
+    }
+    cell = r"[-+]?[\d.]+ / [-+]?[\d.]+"
+    for line in table[2:7]:
+        assert re.fullmatch(rf"\| [^|]+ \| {cell} \| {cell} \|", line), out
+
+
+@pytest.mark.timeout(600)
+def test_load_benchmark_runs_with_two_wrk_threads() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
+    out = run(
+        "benchmarks.load",
+        "--threads",
+        "2",
+        "--rounds",
+        "1",
+        "--seconds",
+        "1",
+        "--memory-requests",
+        "1500",
+    )
+    says_where_the_cpu_went(out)
+    assert "wrk with 2 thread(s), 16 keep-alive TLS connections" in out
+    assert "medians of fewer than five are not worth quoting" in out
+    assert re.search(r"^throughput ratio ours/floor: [\d.]+ \(per round: [\d.]+\)$", out, re.M)
+    assert len(re.findall(r"^  (floor|ours) +\d+ req/s .* wrk [\d.]+ cores", out, re.M)) == 2
