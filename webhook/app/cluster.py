@@ -15,8 +15,6 @@ import secrets
 import threading
 from collections.abc import Callable
 
-from kubernetes import client
-
 from webhook.app.config import ClusterConfig, ServeConfig
 from webhook.core import namespaces
 from webhook.core.namespaces import Annotations, Resolved
@@ -25,7 +23,7 @@ from webhook.kube import errors
 from webhook.kube.accounts import AccountCache
 from webhook.kube.certificates import ClusterCertificates
 from webhook.kube.configuration import drift_warnings
-from webhook.kube.connection import connect
+from webhook.kube.connection import Connection, connect
 from webhook.kube.election import LeaderElector
 from webhook.kube.missed import MissedPods
 from webhook.kube.namespaces import NamespaceCache
@@ -38,7 +36,11 @@ NO_CLUSTER = "cluster: none (--no-kube): admission only; nothing read or written
 
 
 class Cluster:
-    def __init__(self, serve: ServeConfig, config: ClusterConfig, api: client.ApiClient) -> None:
+    """The API server reached, and what this replica does there, in the order `serve` asks:
+    `campaign` for the Lease, `watch` once settings exist, then `unwatch` and `resign`."""
+
+    def __init__(self, serve: ServeConfig, config: ClusterConfig, connection: Connection) -> None:
+        api = connection.client
         self.serve, self.config, self.api = serve, config, api
         self.identity = (
             config.identity or f"{os.environ.get('HOSTNAME', 'local')}-{secrets.token_hex(3)}"
@@ -78,7 +80,7 @@ class Cluster:
         if serve.cluster is None:
             return None
         api = connect(serve.cluster.kubeconfig, serve.cluster.source)
-        cluster = cls(serve, serve.cluster, api.client)
+        cluster = cls(serve, serve.cluster, api)
         context = f", context {api.context}" if api.context else ""
         cluster.line = (
             f"cluster: {api.client.configuration.host} (from {serve.cluster.source}{context}); "
@@ -86,7 +88,7 @@ class Cluster:
         )
         return cluster
 
-    def begin(self) -> None:
+    def campaign(self) -> None:
         """Campaign for the Lease now: a follower must know it follows before it bootstraps."""
         if not self.config.leader_election:
             self._lead()
@@ -103,7 +105,7 @@ class Cluster:
         )
         self._elector.start()
 
-    def start(self, settings: Settings) -> None:
+    def watch(self, settings: Settings) -> None:
         """Once settings exist: check for drift, and (on the leader) reconcile namespaces."""
         for warning in drift_warnings(
             self.api, self.config.webhook_config_name, self.config.namespace
@@ -164,13 +166,24 @@ class Cluster:
         with self._lock:
             self._leading.clear()
             self.metrics.leader_changed(False)
-            if self._reconciler is not None:
-                # Cut every open watch first, so that they end together, not one after another.
-                for watch in [self._reconciler.watch] + [w.watch for w in self._watchers]:
-                    watch.signal_stop()
-                self._reconciler.stop()
-                for watcher in self._watchers:
-                    watcher.stop()
+            self._stop_watches()
+
+    def unwatch(self) -> None:
+        """The leader's watches end; the Lease is still held until `resign`."""
+        with self._lock:
+            if self._leading.is_set():
+                self._stop_watches()
+            self._reconciler, self._watchers = None, []
+
+    def _stop_watches(self) -> None:
+        if self._reconciler is None:
+            return
+        # Cut every open watch first, so that they end together, not one after another.
+        for watch in [self._reconciler.watch] + [w.watch for w in self._watchers]:
+            watch.signal_stop()
+        self._reconciler.stop()
+        for watcher in self._watchers:
+            watcher.stop()
 
     def _maintain(self) -> None:
         while self._leading.is_set() and not self._stopping.is_set():
@@ -184,7 +197,8 @@ class Cluster:
                 )
             self._stopping.wait(self.serve.cert_reload_seconds)
 
-    def stop(self) -> None:
+    def resign(self) -> None:
+        """Stop campaigning; a leader gives the Lease up so another replica takes over at once."""
         self._stopping.set()
         if self._elector is not None:
             self._elector.stop()

@@ -6,7 +6,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from webhook.app.metrics import Metrics
+from webhook.aws.config import BootstrapConfig
+from webhook.core.plans import Plan
 from webhook.core.settings import Settings
 
 # The API server caps objects at 3 MiB; an AdmissionReview carries the object and its envelope.
@@ -46,13 +47,21 @@ class ClusterConfig:
 
 
 @dataclass(frozen=True)
+class Bootstrap:
+    """`serve` without a tracking URI: the AWS bootstrap it runs at startup (the leader carries
+    it out, a follower waits for it), and the settings the flags make with what it found."""
+
+    config: BootstrapConfig
+    settings: Callable[[Plan], Settings]
+
+
+@dataclass(frozen=True)
 class ServeConfig:
-    """`settings`, or `prepare`: work that yields them at startup, off the request path (the AWS
-    bootstrap when no tracking URI is given), told whether this replica leads, since only the
-    leader writes. The server is ready once settings exist."""
+    """`settings`, or the `bootstrap` that yields them at startup, off the request path. The
+    server is ready once settings exist."""
 
     settings: Settings | None
-    prepare: Callable[[Callable[[], bool]], Settings] | None = None
+    bootstrap: Bootstrap | None = None
     host: str = "0.0.0.0"
     port: int = 8443
     cert_dir: Path = Path("certs")
@@ -70,5 +79,3 @@ class ServeConfig:
     cluster: ClusterConfig | None = None
     # Each namespace may name its own tracking URI, role and experiment (webhook.core.namespaces).
     namespace_settings: bool = True
-    # Made by the command line when it reports into them itself (the bootstrap at startup).
-    metrics: Metrics | None = None

@@ -49,8 +49,6 @@ class State:
     pool: Pool = field(init=False)
 
     def __post_init__(self) -> None:
-        if self.config.metrics is not None:
-            self.metrics = self.config.metrics
         if self.cluster is not None:
             self.cluster.metrics = self.metrics
         self.metrics.ready.set_function(lambda: 1 if self.ready else 0)

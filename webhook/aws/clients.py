@@ -17,6 +17,9 @@ from webhook.core.settings import example_value
 RETRIES = Config(
     retries={"mode": "adaptive", "max_attempts": 10}, user_agent_extra="mlflow-webhook"
 )
+# What an AWS call raises that `explain` turns into one line: callers above this package
+# name them here, so that only webhook.aws imports botocore.
+AWS_ERRORS: tuple[type[Exception], ...] = (ClientError, BotoCoreError)
 _DENIED = {"AccessDenied", "AccessDeniedException", "UnauthorizedOperation", "AuthorizationError"}
 
 

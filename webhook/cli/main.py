@@ -3,25 +3,19 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import os
 import signal
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
-from botocore.exceptions import BotoCoreError, ClientError
-
 from webhook import __version__
-from webhook.app.config import ServeConfig
+from webhook.app.config import Bootstrap, ServeConfig
+from webhook.app.lifecycle import StartupFailed, serve
 from webhook.app.logs import configure
-from webhook.app.metrics import Metrics
-from webhook.app.server import serve
 from webhook.aws import apps, bootstrap, tracking
-from webhook.aws.clients import BootstrapError, Clients, explain, preflight
+from webhook.aws.clients import AWS_ERRORS, BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import audit, inject, teardown
 from webhook.cli.commands import command
@@ -47,7 +41,7 @@ from webhook.cli.options import (
 )
 from webhook.core import policies
 from webhook.core.plans import Plan
-from webhook.core.settings import Settings, cross_account
+from webhook.core.settings import Settings
 from webhook.kube.connection import ClusterError
 from webhook.tls.certs import (
     CA_FILE,
@@ -63,10 +57,6 @@ try:
     from uvloop import run
 except ImportError:  # no uvloop on this platform: asyncio's own loop serves as well, slower
     from asyncio import run  # type: ignore[assignment]
-
-log = logging.getLogger("webhook.bootstrap")
-FOLLOWER_POLL_SECONDS = 5.0
-BOOTSTRAP_RETRY_SECONDS = 10.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -266,43 +256,31 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    settings, prepare = None, None
-    metrics = Metrics()
-    if args.tracking_uri:
-        settings = settings_from(args)
-    else:
-        # No tracking URI: ensure (or find) the tracking server first, off the request path.
-        plan_config = bootstrap_config_from(args)
-        try:
-            preflight(plan_config.region)
-        except BootstrapError as exc:
-            fail(str(exc))
-        if plan_config.trust_error:
-            fail(plan_config.trust_error)
+    config = _serve_config(args)
+    configure(args.log_level)
+    try:
+        if config.self_signed:
+            check_writable(config.cert_dir)
+        run(serve(config))
+    except StartupFailed as exc:
+        # A setup problem exits 2 in one last line, like every other configuration error; the
+        # batched log goes out first.
+        logging.shutdown()
+        fail(f"startup failed: {exc}")
+    except (CertDirError, ClusterError) as exc:
+        fail(str(exc))
+    except FileNotFoundError as exc:
+        fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
+    except OSError as exc:
+        fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
+    return 0
 
-        def prepare(leading: Callable[[], bool]) -> Settings:
-            plan = _bootstrap_retrying(plan_config, leading, metrics)
-            log.info(
-                "bootstrap done",
-                extra={
-                    "steps": [vars(s) for s in plan.steps],
-                    "tracking_server_arn": plan.tracking_arn,
-                },
-            )
-            irsa = plan_config.credentials == "irsa"
-            return _warn_cross_account(
-                settings_from(
-                    args,
-                    tracking_uri=plan.tracking_arn,
-                    credentials=plan_config.credentials,
-                    role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
-                )
-            )
 
-    failures: list[str] = []
-    config = ServeConfig(
-        settings=settings,
-        prepare=_remembering(prepare, failures),
+def _serve_config(args: argparse.Namespace) -> ServeConfig:
+    """Everything serve reads, from its flags, checked before it starts."""
+    return ServeConfig(
+        settings=settings_from(args) if args.tracking_uri else None,
+        bootstrap=None if args.tracking_uri else _serve_bootstrap(args),
         host=args.host,
         port=args.port,
         cert_dir=Path(args.cert_dir),
@@ -316,89 +294,30 @@ def _serve(args: argparse.Namespace) -> int:
         max_connections=args.max_connections,
         cluster=cluster_config_from(args),
         namespace_settings=args.namespace_settings == "on",
-        metrics=metrics,
     )
-    configure(args.log_level)
-    if settings is not None:
-        _warn_cross_account(settings)
+
+
+def _serve_bootstrap(args: argparse.Namespace) -> Bootstrap:
+    """No tracking URI: serve ensures (or finds) the tracking server first, off the request
+    path. What would fail every AWS call is found now."""
+    config = bootstrap_config_from(args)
     try:
-        if config.self_signed:
-            check_writable(config.cert_dir)
-        if run(serve(config)) != 0:
-            # A setup problem exits 2 in one last line, like every other configuration error;
-            # the batched log goes out first.
-            logging.shutdown()
-            fail(f"startup failed: {failures[-1] if failures else 'see the log above'}")
-        return 0
-    except (CertDirError, ClusterError) as exc:
+        preflight(config.region)
+    except BootstrapError as exc:
         fail(str(exc))
-    except FileNotFoundError as exc:
-        fail(f"{exc} (give --cert-dir, or --self-signed to generate them)")
-    except OSError as exc:
-        fail(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}")
-    return 0
+    if config.trust_error:
+        fail(config.trust_error)
+    irsa = config.credentials == "irsa"
 
+    def settings(plan: Plan) -> Settings:
+        return settings_from(
+            args,
+            tracking_uri=plan.tracking_arn,
+            credentials=config.credentials,
+            role_arn=(args.role_arn or plan.pod_role_arn) if irsa else None,
+        )
 
-def _warn_cross_account(settings: Settings) -> Settings:
-    """One line at startup when the Pods' calls to the tracking server cannot succeed."""
-    problem = cross_account(settings)
-    if problem:
-        log.warning(problem)
-    return settings
-
-
-def _bootstrap_retrying(
-    config: BootstrapConfig, leading: Callable[[], bool], metrics: Metrics
-) -> Plan:
-    """Serve's bootstrap: what AWS or a person may yet fix is tried again, and the metrics say
-    so while /healthz answers; a setup problem (exit code 2) ends serve."""
-    delay = BOOTSTRAP_RETRY_SECONDS
-    while True:
-        try:
-            plan = _bootstrap_as(config, leading)
-        except BootstrapError as exc:
-            if exc.exit_code == 2:
-                raise
-            metrics.bootstrap_failed()
-            log.error("bootstrap failed; retrying", extra={"error": str(exc), "delay": delay})
-            time.sleep(delay)
-            delay = min(delay * 2, 300.0)
-            continue
-        metrics.bootstrap_done()
-        return plan
-
-
-def _remembering(
-    prepare: Callable[[Callable[[], bool]], Settings] | None, failures: list[str]
-) -> Callable[[Callable[[], bool]], Settings] | None:
-    """`prepare`, keeping the message of what ended it for serve's last line."""
-    if prepare is None:
-        return None
-    work = prepare
-
-    def remembered(leading: Callable[[], bool]) -> Settings:
-        try:
-            return work(leading)
-        except Exception as exc:
-            failures.append(str(exc))
-            raise
-
-    return remembered
-
-
-def _bootstrap_as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
-    """The leader carries the bootstrap out; a follower reads (a dry run) until it is done."""
-    looking = dataclasses.replace(config, dry_run=True, wait=False)
-    while True:
-        if leading():
-            return bootstrap.run(config, progress=lambda line: log.info(line))
-        plan = bootstrap.run(looking)
-        pending = [f"{s.resource}/{s.name}: {s.action}" for s in plan.steps if s.action != "ok"]
-        usable = not config.wait or plan.tracking_status in tracking.READY
-        if usable and all(s.action in ("ok", "wait") for s in plan.steps):
-            return plan
-        log.info("waiting for the leader to finish the bootstrap", extra={"pending": pending})
-        time.sleep(FOLLOWER_POLL_SECONDS)
+    return Bootstrap(config, settings)
 
 
 def _bootstrap(args: argparse.Namespace) -> int:
@@ -421,7 +340,7 @@ def _iam_policy(args: argparse.Namespace) -> int:
         if config.credentials == "irsa" and not issuer:
             cluster = clients.eks.describe_cluster(name=config.cluster_name)["cluster"]
             issuer = cluster["identity"]["oidc"]["issuer"]
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         raise explain(error, f"cluster {config.cluster_name} (or give --oidc-issuer)") from error
     scope = policies.Scope(
         part=policies.partition(clients.region),
@@ -455,7 +374,7 @@ def _central_role(args: argparse.Namespace, config: BootstrapConfig) -> policies
     clients = Clients(config.region, dry_run=True)
     try:
         account = args.account or str(clients.sts.get_caller_identity()["Account"])
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         raise explain(error, "the caller identity (or give --account)") from error
     part = policies.partition(clients.region)
     pod_role = f"arn:{part}:iam::{account}:role/{config.pod_role_name}"
@@ -491,7 +410,7 @@ def _ui_url(args: argparse.Namespace) -> int:
                 raise BootstrapError(f"no MLflow App is named {args.tracking_server_name}")
             arn = str(found["Arn"])
         url = tracking.ui_url(clients, args.tracking_server_name, arn, args.expires_seconds)
-    except (ClientError, BotoCoreError) as error:
+    except AWS_ERRORS as error:
         what = "MLflow App" if args.kind == "app" else "tracking server"
         raise explain(error, f"{what} {args.tracking_server_name}") from error
     print(url)

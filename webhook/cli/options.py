@@ -6,7 +6,9 @@ import argparse
 import dataclasses
 import os
 import sys
-from collections.abc import Callable
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -37,9 +39,34 @@ _FALSE = {"0", "false", "no", "off", ""}
 
 
 class Parser(argparse.ArgumentParser):
+    """Fails in one line, and reads its flags' environment variables only when it is the one
+    chosen: a bad MLFLOW_WEBHOOK_PORT stops `serve`, never `certs --help`."""
+
     def error(self, message: str) -> NoReturn:
         # The one prefix every error has, as fail()'s; the command is named for its --help.
         fail(f"{message} (see {self.prog} --help)")
+
+    def parse_known_args(  # type: ignore[override]
+        self, args: Sequence[str] | None = None, namespace: argparse.Namespace | None = None
+    ) -> tuple[argparse.Namespace, list[str]]:
+        # A subcommand's parser is asked here once it is chosen, before its --help is shown.
+        for action in self._actions:
+            if action in _FROM_ENV:
+                _read_environment(action, _FROM_ENV.pop(action))
+        return super().parse_known_args(args, namespace)
+
+
+@dataclass(frozen=True)
+class _EnvFlag:
+    """A flag as declared: its help before its default is known, and its keywords."""
+
+    flag: str
+    help: str
+    kwargs: dict[str, Any]
+
+
+# Each flag `add` declared, until its parser is chosen and reads the environment.
+_FROM_ENV: weakref.WeakKeyDictionary[argparse.Action, _EnvFlag] = weakref.WeakKeyDictionary()
 
 
 def env_name(flag: str) -> str:
@@ -47,30 +74,44 @@ def env_name(flag: str) -> str:
 
 
 def add(parser: Flags, flag: str, *, help: str, **kwargs: Any) -> None:
-    """Add a flag whose default comes from its environment variable when that is set."""
-    name = env_name(flag)
+    """Add a flag whose default comes from its environment variable when that is set. The
+    variable is read, and checked, only if this flag's command is the one run."""
+    action = parser.add_argument(flag, help=help, **kwargs)
+    _FROM_ENV[action] = _EnvFlag(flag, help, kwargs)
+
+
+def _read_environment(action: argparse.Action, flag: _EnvFlag) -> None:
+    """The flag's default from its variable, and its help with the default it now has."""
+    name = env_name(flag.flag)
+    kwargs = dict(flag.kwargs)
     raw = os.environ.get(name)
-    if raw is not None and PLACEHOLDER in raw:
+    if raw is not None:
+        kwargs["default"] = action.default = _env_default(name, raw, flag.flag, kwargs)
+    # After the help as declared: what argparse itself added to it, if anything.
+    added = (action.help or "")[len(flag.help) :]
+    action.help = f"{flag.help}{_shown_default(flag.help, kwargs)} [env {name}]{added}"
+
+
+def _env_default(name: str, raw: str, flag: str, kwargs: dict[str, Any]) -> Any:
+    """The variable's value as the flag's default, or one line and exit 2."""
+    if PLACEHOLDER in raw:
         fail(f"{name}={raw!r} {example_value(raw)}")
     if kwargs.get("action") in ("store_true", argparse.BooleanOptionalAction):
-        if raw is not None:
-            word = raw.strip().lower()
-            if word not in _TRUE | _FALSE:
-                fail(f"{name}={raw!r} must be true or false")
-            kwargs["default"] = word in _TRUE
-    elif raw is not None and kwargs.get("action") == "append":
-        kwargs["default"] = [item.strip() for item in raw.split(",") if item.strip()]
-    elif raw is not None:
-        convert: Callable[[str], Any] = kwargs.get("type", str)
-        try:
-            kwargs["default"] = convert(raw)
-        except (TypeError, ValueError):
-            fail(f"{name}={raw!r} is not a valid value for {flag}")
-        choices = kwargs.get("choices")
-        if choices and kwargs["default"] not in choices:
-            fail(f"{name}={raw!r} must be one of {', '.join(choices)}")
-    shown = _shown_default(help, kwargs)
-    parser.add_argument(flag, help=f"{help}{shown} [env {name}]", **kwargs)
+        word = raw.strip().lower()
+        if word not in _TRUE | _FALSE:
+            fail(f"{name}={raw!r} must be true or false")
+        return word in _TRUE
+    if kwargs.get("action") == "append":
+        return [item.strip() for item in raw.split(",") if item.strip()]
+    convert: Callable[[str], Any] = kwargs.get("type", str)
+    try:
+        value = convert(raw)
+    except (TypeError, ValueError):
+        fail(f"{name}={raw!r} is not a valid value for {flag}")
+    choices = kwargs.get("choices")
+    if choices and value not in choices:
+        fail(f"{name}={raw!r} must be one of {', '.join(choices)}")
+    return value
 
 
 def _shown_default(help: str, kwargs: dict[str, Any]) -> str:

@@ -1,0 +1,43 @@
+"""SIGTERM while `serve` waits at startup for its tracking server to be created: the wait ends
+at once, what started stops in the reverse order, and the process exits 0, with no
+AWS call left holding it open."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tests.aws.moto import CLUSTER, Moto
+from tests.aws.sagemaker import SageMakerEmulator
+from tests.metrics import value
+from tests.servers import WebhookProcess
+
+
+def test_sigterm_ends_the_wait_for_a_tracking_server(
+    aws: tuple[Moto, SageMakerEmulator], tmp_path: Path
+) -> None:
+    _, emulator = aws
+    emulator.transition_seconds = 3600.0  # still Creating when the signal comes
+    server = WebhookProcess(
+        tmp_path,
+        "--self-signed",
+        "--cluster-name",
+        CLUSTER,
+        "--artifact-store-uri",
+        "s3://team-mlflow/artifacts",
+        "--trust-namespaces",
+        "team-a",
+        "--wait",
+        env=dict(os.environ),
+    )
+    try:
+        server.wait_for_log("tracking server mlflow-tracking: Creating", timeout=60)
+        assert value(server, "mlflow_webhook_ready") == 0
+        assert server.terminate() == 0
+        server.wait_for_log("stopped")
+    finally:
+        server.stop()
+    messages = [str(entry.get("msg")) for entry in server.logs]
+    assert messages[-2:] == ["shutting down; finishing requests in flight", "stopped"]
+    assert "serving" not in messages
+    assert not any("Traceback" in line for line in server.stderr_lines)
