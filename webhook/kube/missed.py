@@ -169,7 +169,7 @@ def candidate(metadata: dict[str, Any], settings: Settings) -> PodFacts | None:
     if not opt_in(metadata, settings).inject:
         return None
     pod = missed.facts(metadata, settings)
-    return pod if missed.reason(pod, namespace_opted_in=True) is not None else None
+    return pod if missed.reason(pod, True) is not None else None  # as if its namespace opted in
 
 
 @dataclass
