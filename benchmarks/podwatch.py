@@ -16,8 +16,10 @@ import gc
 import json
 import time
 import tracemalloc
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 from kubernetes import client, config
 
@@ -28,6 +30,8 @@ from webhook.kube.missed import MissedPods
 from webhook.kube.reconciler import NamespaceReconciler
 
 NAMESPACES = 10
+OPT_IN = "mlflow-webhook.io/inject"
+# The status annotation the webhook writes on a Pod it injected.
 STATUS = json.dumps(
     {
         "injected": ["main"],
@@ -39,9 +43,10 @@ STATUS = json.dumps(
 )
 
 
-def rss_mib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+def rss_mib(pid: int | str = "self", field: str = "VmRSS") -> float:
+    """A process's resident memory now (VmRSS) or at its peak (VmHWM)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return 0.0
 
@@ -51,32 +56,42 @@ def heap_mib() -> float:
     return tracemalloc.get_traced_memory()[0] / 2**20
 
 
+def pod(name: str, annotations: dict[str, str], job: int) -> dict[str, Any]:
+    """A Pod as a Job's controller makes one: labels of its own, one container."""
+    return {
+        "metadata": {
+            "name": name,
+            "annotations": annotations,
+            "labels": {"app": "trainer", "job": f"job-{job}"},
+        },
+        "spec": {"containers": [{"name": "main", "image": "python:3.12"}]},
+    }
+
+
+def injected() -> dict[str, str]:
+    """What an opted-in Pod carries once the webhook has injected it."""
+    return {OPT_IN: "true", "mlflow-webhook.io/status": STATUS}
+
+
+def in_parallel(work: Callable[[int], object], items: Iterable[int], threads: int = 8) -> float:
+    """Each item done by a pool of API clients, as many controllers would; the seconds taken."""
+    started = time.monotonic()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(work, items))
+    return time.monotonic() - started
+
+
 def make_pods(api: client.ApiClient, count: int) -> None:
     core = client.CoreV1Api(api)
     for n in range(NAMESPACES):
-        labels = {"mlflow-webhook.io/inject": "enabled"}
+        labels = {OPT_IN: "enabled"}
         core.create_namespace({"metadata": {"name": f"team-{n}", "labels": labels}})
 
     def create(i: int) -> None:
-        annotations = (
-            {"mlflow-webhook.io/inject": "true", "mlflow-webhook.io/status": STATUS}
-            if i % 2
-            else {}
-        )
-        body = {
-            "metadata": {
-                "name": f"trainer-{i:05d}-worker",
-                "annotations": annotations,
-                "labels": {"app": "trainer", "job": f"job-{i // 8}"},
-            },
-            "spec": {"containers": [{"name": "main", "image": "python:3.12"}]},
-        }
+        body = pod(f"trainer-{i:05d}-worker", injected() if i % 2 else {}, i // 8)
         core.create_namespaced_pod(f"team-{i % NAMESPACES}", body)
 
-    started = time.monotonic()
-    with ThreadPoolExecutor(8) as pool:
-        list(pool.map(create, range(count)))
-    print(f"created {count} Pods in {time.monotonic() - started:.0f} s")
+    print(f"created {count} Pods in {in_parallel(create, range(count)):.0f} s")
 
 
 def main() -> None:
@@ -96,18 +111,19 @@ def main() -> None:
         namespaces.start()
         started = time.monotonic()
         pods.start()
-        eventually(lambda: len(pods.watch) == args.pods, timeout=600, what="the first list")
+        eventually(lambda: pods.watch.lists, timeout=600, what="the first list")
         listed = time.monotonic() - started
         first = (rss_mib(), heap_mib())
         peak = tracemalloc.get_traced_memory()[1] / 2**20
         pods.watch.stop()  # then list again from nothing, as after a 410 or a resync
+        pods.watch.lists = 0
         pods.watch.start()
-        eventually(lambda: len(pods.watch) == args.pods, timeout=600, what="the second list")
+        eventually(lambda: pods.watch.lists, timeout=600, what="the second list")
         second = (rss_mib(), heap_mib())
         missed = len(pods.findings())
         namespaces.stop()
         pods.stop()
-        print(f"Pods {args.pods}, missed {missed}, first list {listed:.1f} s")
+        print(f"Pods {args.pods}, held {len(pods.watch)}, missed {missed}, list {listed:.1f} s")
         print(f"RSS MiB: before {before[0]:.1f}, cached {first[0]:.1f}, relisted {second[0]:.1f}")
         print(
             f"Python heap MiB: before {before[1]:.1f}, cached {first[1]:.1f} "

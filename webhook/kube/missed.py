@@ -3,6 +3,15 @@
 The decision is `webhook.core.missed`; here is the I/O that feeds it. Each missed Pod gets one
 Warning Event, named after the Pod's uid, so a new leader's attempt at the same Event is a
 409 and not a second one.
+
+The watch holds facts only on Pods that could be missed: they opt in, were not injected, and
+are not being deleted. Opt-in is decided at CREATE, so a Pod that does not opt in (nearly every
+Pod of a large cluster) or one the webhook injected can never be missed: it costs the leader the
+parse of its events and nothing it keeps. Were its metadata edited into a candidate later, that
+edit is an event, and it is held from then. A namespace labelled later needs nothing more than
+its own candidates judged again: every candidate in the cluster is held, whichever namespace it
+is in, so no list is needed. The API server cannot narrow the watch further: a Pod opts in by
+annotation as well as by label, and no selector reads annotations (docs/scale.md).
 """
 
 from __future__ import annotations
@@ -19,9 +28,10 @@ from kubernetes import client
 from webhook.core import missed, namespaces
 from webhook.core.missed import Finding, PodFacts
 from webhook.core.namespaces import pick
+from webhook.core.optin import opt_in
 from webhook.core.settings import Settings
 from webhook.kube.reconciler import TERMINATING, NamespaceReconciler
-from webhook.kube.watches import Key, Watch, pages
+from webhook.kube.watches import Key, Watch, pages, relisted
 
 log = logging.getLogger("webhook.kube.missed")
 # An API server that does not answer must not hold the Pod watch: the write fails, and is tried
@@ -73,8 +83,8 @@ class MissedPods:
         with self._lock:
             return list(self._missed.values())
 
-    def keep(self, obj: dict[str, Any]) -> PodFacts:
-        return missed.facts(obj.get("metadata") or {}, self.settings)
+    def keep(self, obj: dict[str, Any]) -> PodFacts | None:
+        return candidate(obj.get("metadata") or {}, self.settings)
 
     def changed(self, key: Key, old: PodFacts | None, new: PodFacts | None) -> None:
         self._judge(key, new)
@@ -87,9 +97,8 @@ class MissedPods:
         pass
 
     def namespace_changed(self, namespace: str) -> None:
-        for key, pod in self.watch.snapshot().items():
-            if key[0] == namespace:
-                self._judge(key, pod)
+        for key, pod in self.watch.in_namespace(namespace).items():
+            self._judge(key, pod)
         self._export()
 
     def _judge(self, key: Key, pod: PodFacts | None) -> None:
@@ -154,6 +163,15 @@ class MissedPods:
         self.telemetry.missed_pods(counts)
 
 
+def candidate(metadata: dict[str, Any], settings: Settings) -> PodFacts | None:
+    """The facts on a Pod that would be missed were its namespace opted in; else None. The
+    opt-in is read first: it is all that most Pods' events need."""
+    if not opt_in(metadata, settings).inject:
+        return None
+    pod = missed.facts(metadata, settings)
+    return pod if missed.reason(pod, True) is not None else None  # as if its namespace opted in
+
+
 @dataclass
 class Audit:
     findings: list[Finding] = field(default_factory=list)
@@ -170,7 +188,21 @@ def audit(
     *,
     namespace_settings: bool = True,
 ) -> Audit:
-    """Every missed Pod, listed once (reads only): what the leader's watch finds, for a person."""
+    """Every missed Pod, listed once (reads only): what the leader's watch finds, for a person.
+    A list whose continue token expires mid-way (`410`) is made again from the start."""
+    return relisted(
+        lambda: _audit(api, settings, selector, namespace, namespace_settings=namespace_settings)
+    )
+
+
+def _audit(
+    api: client.ApiClient,
+    settings: Settings,
+    selector: str,
+    namespace: str | None,
+    *,
+    namespace_settings: bool,
+) -> Audit:
     core = client.CoreV1Api(api)
     only = f"metadata.name={namespace}" if namespace else None
     opted: set[str] = set()
@@ -194,8 +226,8 @@ def audit(
     for body in pages(lister, metadata_only=True, field_selector=missed.ACTIVE_PODS):
         for item in body.get("items") or ():
             result.pods += 1
-            pod = missed.facts(item.get("metadata") or {}, settings)
-            finding = missed.find(pod, pod.namespace in opted, settings)
+            pod = candidate(item.get("metadata") or {}, settings)
+            finding = None if pod is None else missed.find(pod, pod.namespace in opted, settings)
             if finding is not None:
                 result.findings.append(finding)
     result.findings.sort(key=lambda f: (f.namespace, f.name))

@@ -2,9 +2,12 @@
 
 Like client-go's informers: it lists in pages, then watches from the list's resourceVersion with
 bookmarks; a dropped watch resumes from the last version seen, `410 Gone` lists again, and a
-periodic resync lists again to catch anything a watch may have missed. Objects arrive as the
-API server's JSON (only their metadata, for a metadata watch, as client-go's metadata informers
-ask for it); the cache keeps only what the handler reduces each one to.
+periodic resync lists again to catch anything a watch may have missed. A continue token that
+expires mid-list (`410`) starts the list again from its first page, never one unpaged list:
+memory stays one page. Objects arrive as the API server's JSON (only their metadata, for a
+metadata watch, as client-go's metadata informers ask for it); the cache keeps only what the
+handler reduces each one to, and nothing at all for an object it has no use for, so the cache
+grows with what is watched for, not with what the API server sends.
 """
 
 from __future__ import annotations
@@ -29,14 +32,16 @@ PAGE_SIZE = 500  # client-go's page size: a large list never sits in memory whol
 
 Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
 T = TypeVar("T")
+R = TypeVar("R")
 
 
 class Handler(Protocol[T]):
-    def keep(self, obj: dict[str, Any]) -> T:
-        """What the cache holds for one object."""
+    def keep(self, obj: dict[str, Any]) -> T | None:
+        """What the cache holds for one object; None holds nothing, as if it did not exist."""
 
     def changed(self, key: Key, old: T | None, new: T | None) -> None:
-        """An object appeared, changed or was listed again (`new`), or is gone (None)."""
+        """An object held appeared, changed or was listed again (`new`), or is gone or no longer
+        held (None). Never called for an object held neither before nor after."""
 
     def synced(self) -> None:
         """A full list has just been applied."""
@@ -95,6 +100,7 @@ class Watch(Generic[T]):
         resync_seconds: float = 300.0,
         watch_seconds: int = 60,
         telemetry: Telemetry | None = None,
+        page_size: int = PAGE_SIZE,
     ) -> None:
         self.name = name
         self.lister = lister
@@ -104,7 +110,11 @@ class Watch(Generic[T]):
         self.resync_seconds = resync_seconds
         self.watch_seconds = watch_seconds
         self.telemetry = telemetry or Quiet()
-        self._store: dict[Key, T] = {}
+        self.page_size = page_size
+        # By namespace, then name: a namespace's objects are found without a walk of them all.
+        self._store: dict[str, dict[str, T]] = {}
+        self._size = 0
+        self.lists = 0  # full lists applied: a list once done, the cache is the cluster's
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._response: Any = None
@@ -130,19 +140,25 @@ class Watch(Generic[T]):
         if self._thread is not None:
             self._thread.join(timeout=self.watch_seconds + 5)
         with self._lock:
-            self._store = {}
+            self._store, self._size = {}, 0
 
     def get(self, key: Key) -> T | None:
         with self._lock:
-            return self._store.get(key)
+            return self._store.get(key[0], {}).get(key[1])
+
+    def in_namespace(self, namespace: str) -> dict[Key, T]:
+        """What is held in one namespace ("" for cluster-scoped objects)."""
+        with self._lock:
+            held = self._store.get(namespace, {})
+            return {(namespace, name): value for name, value in held.items()}
 
     def snapshot(self) -> dict[Key, T]:
         with self._lock:
-            return dict(self._store)
+            return {(ns, name): v for ns, held in self._store.items() for name, v in held.items()}
 
     def __len__(self) -> int:
         with self._lock:
-            return len(self._store)
+            return self._size
 
     def _run(self) -> None:
         self._version = ""
@@ -159,6 +175,7 @@ class Watch(Generic[T]):
                 if self._stop.is_set():
                     break
                 if error.status == 410:
+                    # A watch's version or a list's continue token too old: list from the start.
                     log.info("watch expired (410 Gone); listing again", extra={"watch": self.name})
                     self.telemetry.watch_restarted(self.name, "expired")
                     self._version = ""
@@ -182,21 +199,31 @@ class Watch(Generic[T]):
                 backoff = min(backoff * 2, 30.0)
 
     def _list(self) -> str:
-        """A full list in pages; objects gone since the last one are reported gone."""
-        fresh: dict[Key, T] = {}
+        """A full list in pages; objects gone since the last one are reported gone. A page is
+        let go once its objects are reduced, so only what is held outlives it."""
+        fresh: dict[str, dict[str, T]] = {}
+        size = 0
         version = ""
-        for body in pages(self.lister, self.metadata_only, **self.selectors):
+        for body in pages(self.lister, self.metadata_only, self.page_size, **self.selectors):
             version = str(body["metadata"]["resourceVersion"])
             for obj in body.get("items") or ():
-                fresh[key_of(obj)] = self.handler.keep(obj)
+                value = self.handler.keep(obj)
+                if value is not None:
+                    namespace, name = key_of(obj)
+                    fresh.setdefault(namespace, {})[name] = value
+                    size += 1
         with self._lock:
-            old, self._store = self._store, fresh
-        for key, value in old.items():
-            if key not in fresh:
-                self._notify(key, value, None)
-        for key, value in fresh.items():
-            self._notify(key, old.get(key), value)
+            old, self._store, self._size = self._store, fresh, size
+        for namespace, held in old.items():
+            for name, value in held.items():
+                if name not in fresh.get(namespace, {}):
+                    self._notify((namespace, name), value, None)
+        for namespace, held in fresh.items():
+            before = old.get(namespace, {})
+            for name, value in held.items():
+                self._notify((namespace, name), before.get(name), value)
         self._safely(self.handler.synced)
+        self.lists += 1
         return version
 
     def _follow(self, resync_at: float) -> None:
@@ -244,13 +271,20 @@ class Watch(Generic[T]):
         kind = event.get("type")
         if kind not in ("ADDED", "MODIFIED", "DELETED"):
             return version  # BOOKMARK: only the version moves on
-        key = key_of(obj)
         new = None if kind == "DELETED" else self.handler.keep(obj)
+        namespace, name = key = key_of(obj)
         with self._lock:
-            old = self._store.pop(key, None)
+            held = self._store.get(namespace)
+            old = None if held is None else held.pop(name, None)
             if new is not None:
-                self._store[key] = new
-        self._notify(key, old, new)
+                if held is None:
+                    held = self._store[namespace] = {}
+                held[name] = new
+            elif held is not None and not held:
+                del self._store[namespace]
+            self._size += (new is not None) - (old is not None)
+        if old is not None or new is not None:
+            self._notify(key, old, new)
         return version
 
     def _notify(self, key: Key, old: T | None, new: T | None) -> None:
@@ -272,16 +306,20 @@ def _call(lister: Callable[..., Any], accept: str | None, **params: Any) -> Any:
 
 
 def pages(
-    lister: Callable[..., Any], metadata_only: bool = False, **params: Any
+    lister: Callable[..., Any],
+    metadata_only: bool = False,
+    page_size: int = PAGE_SIZE,
+    **params: Any,
 ) -> Iterator[dict[str, Any]]:
-    """Every page of a list, as the API server's JSON; the last one carries its version."""
+    """Every page of a list, as the API server's JSON; the last one carries its version. A
+    continue token too old for the API server raises its `410`: the caller lists again."""
     token: str | None = None
     while True:
         response = _call(
             lister,
             METADATA_LIST if metadata_only else None,
             **params,
-            limit=PAGE_SIZE,
+            limit=page_size,
             _continue=token,
             _request_timeout=60,
         )
@@ -290,3 +328,15 @@ def pages(
         token = (body.get("metadata") or {}).get("continue") or None
         if not token:
             return
+
+
+def relisted(listing: Callable[[], R], attempts: int = 3) -> R:
+    """A one-off paged list, made again from its first page when a continue token expires."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return listing()
+        except client.ApiException as error:
+            if error.status != 410 or attempt == attempts:
+                raise
+            log.info("list expired (410 Gone); listing again", extra={"attempt": attempt})
+    raise AssertionError("unreachable")
