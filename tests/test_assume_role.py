@@ -199,5 +199,5 @@ def test_iam_policy_prints_the_central_accounts_role(capsys: pytest.CaptureFixtu
     assert actions(permissions) == {"sagemaker-mlflow:*"}
     assert {s["Resource"] for s in permissions["Statement"]} == {CENTRAL_SERVER}
     bucket = {"Statement": printed["BucketPolicyStatements"]}
-    assert actions(bucket) == {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
+    assert actions(bucket) == {"s3:GetObject", "s3:ListBucket"}
     assert {s["Principal"]["AWS"] for s in bucket["Statement"]} == {ROLE_ARN}
