@@ -140,9 +140,12 @@ class Front:
     ) -> web.Response | None:
         """None when the caller's identity policies allow the call's action on `arn`."""
         operation = rpc(method, path)
-        if operation is None:
-            return self._deny(f"no MLflow API is {method} {path}")
-        action = APP_ACTION if header == "x-sm-mlflow-app-arn" else f"sagemaker-mlflow:{operation}"
+        # A route that is no RPC (MLflow's OTLP span intake, POST /v1/traces; server-info) has no
+        # action in the Reference: only a grant of every sagemaker-mlflow action covers it.
+        action = f"sagemaker-mlflow:{operation or '*'}"
+        if header == "x-sm-mlflow-app-arn":
+            action = APP_ACTION
+        operation = operation or f"{method} {path}"
         allowed = evaluate(documents(caller.policies), action, arn).allowed
         self.calls.append(Call(caller.arn, operation, action, arn, allowed))
         if allowed:

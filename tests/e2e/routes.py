@@ -7,8 +7,9 @@ SageMaker with MLflow",
 https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemakerwithmlflow.html).
 The table is read from the MLflow server's own route list (`mlflow.server.handlers.
 get_endpoints`, each route with its RPC's request message), in the end-to-end environment, so it
-follows the pinned MLflow rather than a copy of it. Routes that are no RPC (the UI's, /graphql,
-/api/3.0/mlflow/server-info) have no action here, and the front door refuses them.
+follows the pinned MLflow rather than a copy of it. Routes that are no RPC (MLflow's OTLP span
+intake at /v1/traces, /api/3.0/mlflow/server-info) have no action here or in the Reference; the
+front door lets them through only for a caller granted every sagemaker-mlflow action.
 """
 
 from __future__ import annotations
