@@ -123,6 +123,38 @@ def test_the_bootstrap_makes_nothing_for_a_server_in_another_account(
     assert evaluate([doc], "sts:AssumeRole", CENTRAL_ROLE, {}).allowed
 
 
+def test_the_plans_annotations_carry_the_role_to_assume_and_the_upload_mode(
+    aws: tuple[Moto, SageMakerEmulator],
+) -> None:
+    central = CENTRAL_SERVER.replace("us-west-2", REGION)
+    flags = {"artifact_store_uri": "s3://central-mlflow/mlflow", "assume_role_arn": CENTRAL_ROLE}
+    plan = bootstrap.run(
+        config(tracking_server_arn=central, artifact_uploads="presigned", dry_run=True, **flags)
+    )
+    pasted = json.loads(plan.as_json())["namespaceAnnotations"]
+    pod_role = f"arn:aws:iam::{ACCOUNT}:role/SM_MLFLOW_ACCESS_ROLE"
+    assert pasted == {
+        "mlflow-webhook.io/tracking-uri": central,
+        "mlflow-webhook.io/role-arn": pod_role,
+        KEY: CENTRAL_ROLE,
+        "mlflow-webhook.io/artifact-uploads": "presigned",
+    }
+    # Pasted on a namespace, they give its Pods exactly what the Pods' policy was made for.
+    base = settings()
+    resolved = namespaces.resolve(namespaces.pick(pasted, base.prefix), base).settings
+    assert resolved is not None
+    assert (resolved.tracking.uri, resolved.role_arn) == (central, pod_role)
+    assert (resolved.assume_role_arn, resolved.artifact_uploads) == (CENTRAL_ROLE, "presigned")
+    # Direct uploads, the default, and no role to assume: neither annotation.
+    plain = bootstrap.run(config(tracking_server_arn=central, dry_run=True, **flags))
+    assert "mlflow-webhook.io/artifact-uploads" not in plain.namespace_annotations()
+    same = bootstrap.run(config(dry_run=True))
+    assert set(same.namespace_annotations()) <= {
+        "mlflow-webhook.io/tracking-uri",
+        "mlflow-webhook.io/role-arn",
+    }
+
+
 def test_the_bootstrap_refuses_another_accounts_server_without_a_role_to_assume(
     aws: tuple[Moto, SageMakerEmulator],
 ) -> None:
@@ -167,5 +199,5 @@ def test_iam_policy_prints_the_central_accounts_role(capsys: pytest.CaptureFixtu
     assert actions(permissions) == {"sagemaker-mlflow:*"}
     assert {s["Resource"] for s in permissions["Statement"]} == {CENTRAL_SERVER}
     bucket = {"Statement": printed["BucketPolicyStatements"]}
-    assert actions(bucket) == {"s3:GetObject", "s3:ListBucket", "s3:GetBucketLocation"}
+    assert actions(bucket) == {"s3:GetObject", "s3:ListBucket"}
     assert {s["Principal"]["AWS"] for s in bucket["Statement"]} == {ROLE_ARN}

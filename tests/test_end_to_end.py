@@ -24,6 +24,7 @@ from tests.servers import WebhookProcess, start
 from tests.support import kubeflow_worker_pod
 from webhook.aws import bootstrap
 from webhook.aws.config import BootstrapConfig
+from webhook.core import policies
 
 pytestmark = pytest.mark.timeout(600)
 SA = "sagemaker-mlflow-sa"
@@ -283,9 +284,23 @@ def test_mlflow_app_arn_created_by_the_bootstrap(
     assert env["MLFLOW_TRACKING_URI"] == app_arn
     chain.kubelet_token(cluster, pod, env, tmp_path)
     seen_before = len(front.seen)
-    result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
+    # The Pods' access to the App as a bootstrap given its ARN makes it (this one made the App
+    # alone, --credentials none): the front door authorizes every call against it.
+    iam = stack.moto.client("iam")
+    access = policies.pod_access("aws", app_arn, chain.BUCKET, chain.ARTIFACTS)
+    iam.put_role_policy(
+        RoleName="SM_MLFLOW_ACCESS_ROLE", PolicyName="app", PolicyDocument=json.dumps(access)
+    )
+    try:
+        result = chain.run_training(chain.redirects(env, stack, front, tmp_path), tmp_path)
+    finally:
+        iam.delete_role_policy(RoleName="SM_MLFLOW_ACCESS_ROLE", PolicyName="app")
     assert result.returncode == 0, result.stderr[-3000:]
     assert {m["key"] for m in mlflow.run_in("llama-app")["data"]["metrics"]} == {"foo"}
+    app_calls = [c for c in front.calls if c.resource == app_arn]
+    assert app_calls and {(c.action, c.allowed) for c in app_calls} == {
+        ("sagemaker:CallMlflowAppApi", True)
+    }
     seen = front.seen[seen_before:]
     assert {(c.service, c.arn) for c in seen} == {("sagemaker", app_arn)}
     assert {c.role_arn for c in seen} == {chain.ROLE_ARN}

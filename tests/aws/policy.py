@@ -107,22 +107,46 @@ def evaluate(
     return Decision(allowed)
 
 
-def trusts(
-    trust: dict[str, Any] | str, action: str, principal: dict[str, str], context: Context
-) -> bool:
-    """A role's trust policy: an Allow for `action` naming one of `principal`'s values (by type,
-    such as {"Federated": provider ARN}) whose conditions hold, and no Deny."""
+def allows(
+    document: dict[str, Any] | str,
+    action: str,
+    resource: str,
+    principal: dict[str, str],
+    context: Context,
+) -> Decision:
+    """A resource-based policy (a role's trust, a bucket's policy): an Allow for `action` on
+    `resource` naming one of `principal`'s values (by type, such as {"Federated": provider ARN}
+    or {"AWS": role ARN}) whose conditions hold, and no such Deny. A trust policy's statements
+    name no Resource, and so apply to any."""
     lowered = {k.lower(): v for k, v in context.items()}
     allowed = False
-    for statement in statements(trust):
+    for statement in statements(document):
         named = statement.get("Principal") or {}
         if named != "*" and not any(
             value in as_list(named.get(kind, [])) for kind, value in principal.items()
         ):
             continue
-        if not _applies({**statement, "Resource": "*"}, action, "*", lowered):
+        if not _applies(statement, action, resource, lowered):
             continue
         if statement["Effect"] == "Deny":
-            return False
+            return Decision(False, explicit_deny=True)
         allowed = True
-    return allowed
+    return Decision(allowed)
+
+
+def trusts(
+    trust: dict[str, Any] | str, action: str, principal: dict[str, str], context: Context
+) -> bool:
+    """A role's trust policy allows `principal` to `action` (sts:AssumeRole*)."""
+    return allows(trust, action, "*", principal, context).allowed
+
+
+def role_of(caller_arn: str) -> str:
+    """The role a session belongs to, as a policy's {"AWS": ...} principal names it: a session
+    arn:aws:sts::ACCOUNT:assumed-role/NAME/SESSION is matched by arn:aws:iam::ACCOUNT:role/NAME;
+    any other caller by its own ARN."""
+    _, part, _, _, account, resource = caller_arn.split(":", 5)
+    kind, _, rest = resource.partition("/")
+    if kind != "assumed-role":
+        return caller_arn
+    return f"arn:{part}:iam::{account}:role/{rest.split('/')[0]}"

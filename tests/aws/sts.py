@@ -38,7 +38,7 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from tests.aws.gate import Denied, IamGate, error_response
-from tests.aws.policy import as_list, trusts
+from tests.aws.policy import as_list, role_of, trusts
 from tests.aws.wire import Upstream
 from tests.threaded import Served, ThreadedApp
 
@@ -178,9 +178,7 @@ class StsEmulator(Served):
         operation, needed = self.gate.needs("sts", "", method, url, body)
         caller = self.gate.authorize(method, url, headers, body, operation, needed)
         assert caller is not None
-        # A session of role R is matched by the principal {"AWS": R's ARN}.
-        account, resource = caller.arn.split(":", 5)[4:]
-        principal = f"arn:aws:iam::{account}:role/{resource.split('/')[1]}"
+        principal = role_of(caller.arn)
         role_arn = needed[0].resource
         trust = _trust_of(role_arn)
         if not trusts(trust, "sts:AssumeRole", {"AWS": principal}, {}):

@@ -97,6 +97,9 @@ class Upstream:
         ) as upstream:
             data = await upstream.read()
             out = {k: v for k, v in upstream.headers.items() if k.lower() not in self._drop}
+            if request.method == "HEAD" and "Content-Length" in upstream.headers:
+                # The size of what a GET would return (S3's HeadObject), not of this empty body.
+                out["Content-Length"] = upstream.headers["Content-Length"]
             return web.Response(body=data, status=upstream.status, headers=out)
 
     async def close(self) -> None:

@@ -101,13 +101,21 @@ class MlflowServer:
     itself.
     """
 
-    def __init__(self, workdir: Path, moto: Moto, mode: str = "sagemaker") -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        moto: Moto,
+        mode: str = "sagemaker",
+        artifact_root: str = f"s3://{BUCKET}/mlflow",
+        credentials: dict[str, str] | None = None,
+    ) -> None:
+        """`credentials`: the execution role's session, by default moto's own account's."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         workdir.mkdir(parents=True, exist_ok=True)
         store = ["--backend-store-uri", f"sqlite:///{workdir / 'mlflow.db'}"]
         if mode == "sagemaker":
-            store += ["--default-artifact-root", f"s3://{BUCKET}/mlflow", "--no-serve-artifacts"]
+            store += ["--default-artifact-root", artifact_root, "--no-serve-artifacts"]
         else:
             store += ["--serve-artifacts", "--artifacts-destination", str(workdir / "artifacts")]
         self.log = (workdir / "mlflow-server.log").open("wb")
@@ -125,7 +133,12 @@ class MlflowServer:
             ],
             stdout=self.log,
             stderr=subprocess.STDOUT,
-            env={**RUNTIME_ENV, **SERVER_S3, "MLFLOW_S3_ENDPOINT_URL": moto.url},
+            env={
+                **RUNTIME_ENV,
+                **(credentials or SERVER_S3),
+                "AWS_DEFAULT_REGION": REGION,
+                "MLFLOW_S3_ENDPOINT_URL": moto.url,
+            },
             # Its own process group: `mlflow server` starts uvicorn, a job runner and its
             # consumers, which outlive a signal sent to it alone.
             start_new_session=True,

@@ -8,6 +8,11 @@ moto's STS issued for the access key, rejects what does not verify with 403 as t
 and records what it saw so a test can show which credentials were used. A caller from another
 account than the server's or App's is refused too: MLflow servers and Apps take no
 resource-based policy, so another account reaches one only by assuming a role in its account.
+
+Then it authorizes the call as IAM does, against the caller's identity policies in moto's IAM
+of the caller's own account: on a tracking server the action is sagemaker-mlflow:<the MLflow
+RPC> (tests/e2e/routes.py), on an App sagemaker:CallMlflowAppApi, each on the ARN the header
+names. What it decided is recorded like the IAM gate's calls.
 """
 
 from __future__ import annotations
@@ -18,15 +23,20 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from tests.aws.gate import Call, Caller, documents, find_caller
+from tests.aws.policy import evaluate, role_of
 from tests.aws.wire import Signed, Upstream
+from tests.e2e.routes import rpc, table
 from tests.threaded import ThreadedApp
 
 ROUTES = {  # ARN header -> the signing service the real front expects with it
     "x-mlflow-sm-tracking-server-arn": "sagemaker-mlflow",
     "x-sm-mlflow-app-arn": "sagemaker",
 }
+# An App's every MLflow call is this one action on the App (see webhook.core.policies).
+APP_ACTION = "sagemaker:CallMlflowAppApi"
 
-Lookup = Callable[[str], tuple[str, str | None, str] | None]  # key -> (secret, token, role ARN)
+Lookup = Callable[[str, dict[str, str]], Caller | None]  # access key, headers -> the caller
 
 
 @dataclass
@@ -40,15 +50,15 @@ class Seen:
     role_arn: str
 
 
-def moto_sts_lookup(access_key: str) -> tuple[str, str | None, str] | None:
-    """Credentials moto's in-process STS issued (AssumeRole / AssumeRoleWithWebIdentity)."""
+def moto_sts_lookup(access_key: str, headers: dict[str, str]) -> Caller | None:
+    """A session moto's in-process STS issued (AssumeRole / AssumeRoleWithWebIdentity), with
+    its role's policies, from the account of that role: moto keeps each session there."""
     from moto.sts.models import sts_backends
 
     for account in list(sts_backends):
         for backend in sts_backends[account].values():
-            role = backend.get_assumed_role_from_access_key(access_key)
-            if role is not None:
-                return role.secret_access_key, role.session_token, role.role_arn
+            if backend.get_assumed_role_from_access_key(access_key) is not None:
+                return find_caller(account, access_key, headers)
     return None
 
 
@@ -59,12 +69,14 @@ class Front:
         self.lookup = lookup
         self.seen: list[Seen] = []
         self.rejected: list[str] = []
+        self.calls: list[Call] = []  # each authorization, allowed or not
         self.url = ""
 
     def start(self) -> str:
         app = web.Application(client_max_size=64 * 1024 * 1024)
         app.router.add_route("*", "/{tail:.*}", self._handle)
         self._server = ThreadedApp(app, on_stop=self._upstream.close)
+        table()  # read once here, not on the event loop at the first call
         self.url = self._server.start()
         return self.url
 
@@ -90,23 +102,26 @@ class Front:
             return self._deny(
                 f"signed for {signed.service}/{signed.region}, not {expected_service}/{region}"
             )
-        found = self.lookup(signed.access_key)
-        if found is None:
+        caller = self.lookup(signed.access_key, dict(request.headers))
+        if caller is None:
             return self._deny("The security token included in the request is invalid")
-        secret, token, role_arn = found
+        role_arn = role_of(caller.arn)
         # A tracking server or App takes calls from its own account only: another account's
         # caller reaches it by assuming a role there (SAGEMAKER_MLFLOW_ASSUME_ROLE_ARN).
         if role_arn.split(":")[4] != arn.split(":")[4]:
             return self._deny(f"{role_arn} is not authorized to call {arn}")
-        if token is not None and request.headers.get("X-Amz-Security-Token") != token:
-            return self._deny("session token does not match the access key")
         if request.headers.get("X-Amz-Content-SHA256") != hashlib.sha256(body).hexdigest():
             return self._deny("payload hash does not match the body")
         url = f"http://{request.host}{request.raw_path}"
-        if not signed.verifies(request.method, url, request.headers, body, secret, token):
+        if not signed.verifies(
+            request.method, url, request.headers, body, caller.secret, caller.token
+        ):
             return self._deny(
                 "The request signature we calculated does not match the signature you provided"
             )
+        denied = self._authorize(caller, request.method, request.path, arn_header, arn)
+        if denied is not None:
+            return denied
         self.seen.append(
             Seen(
                 request.method,
@@ -119,3 +134,29 @@ class Front:
             )
         )
         return await self._upstream.forward(request, body)
+
+    def _authorize(
+        self, caller: Caller, method: str, path: str, header: str, arn: str
+    ) -> web.Response | None:
+        """None when the caller's identity policies allow the call's action on `arn`."""
+        operation = rpc(method, path)
+        # A route that is no RPC (MLflow's OTLP span intake, POST /v1/traces; server-info) has no
+        # action in the Reference: only a grant of every sagemaker-mlflow action covers it.
+        action = f"sagemaker-mlflow:{operation or '*'}"
+        if header == "x-sm-mlflow-app-arn":
+            action = APP_ACTION
+        operation = operation or f"{method} {path}"
+        allowed = evaluate(documents(caller.policies), action, arn).allowed
+        self.calls.append(Call(caller.arn, operation, action, arn, allowed))
+        if allowed:
+            return None
+        reason = (
+            f"User: {caller.arn} is not authorized to perform: {action} on resource: {arn} "
+            f"because no identity-based policy allows the {action} action"
+        )
+        self.rejected.append(reason)
+        return web.json_response(
+            {"message": reason},
+            status=403,
+            headers={"x-amzn-ErrorType": "AccessDeniedException"},
+        )

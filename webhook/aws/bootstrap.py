@@ -27,7 +27,12 @@ def run(
         raise BootstrapError(config.trust_error, 2)
     clients = Clients(config.region, config.dry_run)
     existing_app = ":mlflow-app/" in (config.tracking_server_arn or "")
-    plan = Plan(dry_run=config.dry_run, kind="app" if existing_app else config.kind)
+    plan = Plan(
+        dry_run=config.dry_run,
+        kind="app" if existing_app else config.kind,
+        artifact_uploads=config.artifact_uploads,
+        assume_role_arn=config.assume_role_arn or "",
+    )
     resource = "the caller identity"
     try:
         account = str(clients.sts.get_caller_identity()["Account"])

@@ -29,6 +29,8 @@ class Plan:
     tracking_status: str = ""
     artifact_store_uri: str = ""
     pod_role_arn: str = ""
+    artifact_uploads: str = "direct"
+    assume_role_arn: str = ""
     writes: list[str] = field(default_factory=list)
     prefix: str = "mlflow-webhook.io"  # of the namespace annotations the JSON gives
 
@@ -53,9 +55,13 @@ class Plan:
         return orjson.dumps(data, option=orjson.OPT_INDENT_2).decode()
 
     def namespace_annotations(self) -> dict[str, str]:
-        """What a namespace served by this bootstrap's server and role carries, to paste."""
-        uri, role = keys(self.prefix)[:2]
-        found = {uri: self.tracking_arn, role: self.pod_role_arn}
+        """What a namespace served by this bootstrap's server and role carries, to paste: with
+        presigned uploads the Pods' policy has no S3 write, so the namespace must ask for them
+        too; direct, the default, needs no annotation."""
+        uri, role, *_, uploads, assume = keys(self.prefix)
+        found = {uri: self.tracking_arn, role: self.pod_role_arn, assume: self.assume_role_arn}
+        if self.artifact_uploads != "direct":
+            found[uploads] = self.artifact_uploads
         return {key: value for key, value in found.items() if value}
 
     def as_table(self) -> str:

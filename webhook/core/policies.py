@@ -130,10 +130,20 @@ def central_role(
             "Action": "sts:AssumeRole",
         }
     )
+    # The wildcard, on the one server: training code may make any MLflow call, and some have no
+    # action in the Service Authorization Reference yet (the presigned upload URL, MLflow 3's
+    # traces). Nothing of SageMaker's control plane (the UI's presigned URL included): Pods
+    # never call it.
     mlflow = pod_access(part, tracking_arn, bucket, prefix)["Statement"][0]
     objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
+    # Not s3:GetBucketLocation: MLflow's S3 repository lists the prefix and reads and writes
+    # objects, and never asks where the bucket is.
     bucket_statements = [
-        {**statement, "Principal": {"AWS": pod_role_arn}}
+        {
+            **statement,
+            "Principal": {"AWS": pod_role_arn},
+            "Action": [a for a in statement["Action"] if a != "s3:GetBucketLocation"],
+        }
         for statement in s3_access(part, bucket, prefix, objects)
     ]
     return {
