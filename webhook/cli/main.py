@@ -20,7 +20,7 @@ from webhook.app.config import ServeConfig
 from webhook.app.logs import configure
 from webhook.app.metrics import Metrics
 from webhook.app.server import serve
-from webhook.aws import apps, bootstrap, tracking
+from webhook.aws import adapters, bootstrap
 from webhook.aws.clients import BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import audit, inject, teardown
@@ -45,7 +45,7 @@ from webhook.cli.options import (
     fail,
     settings_from,
 )
-from webhook.core import policies
+from webhook.core import kinds, policies
 from webhook.core.plans import Plan
 from webhook.core.settings import Settings, cross_account
 from webhook.kube.connection import ClusterError
@@ -394,7 +394,7 @@ def _bootstrap_as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
             return bootstrap.run(config, progress=lambda line: log.info(line))
         plan = bootstrap.run(looking)
         pending = [f"{s.resource}/{s.name}: {s.action}" for s in plan.steps if s.action != "ok"]
-        usable = not config.wait or plan.tracking_status in tracking.READY
+        usable = not config.wait or plan.tracking_status in plan.kind.ready
         if usable and all(s.action in ("ok", "wait") for s in plan.steps):
             return plan
         log.info("waiting for the leader to finish the bootstrap", extra={"pending": pending})
@@ -483,17 +483,12 @@ def _ui_url(args: argparse.Namespace) -> int:
     clients = Clients(args.region, dry_run=False)
     if not 5 <= args.expires_seconds <= 300:
         raise BootstrapError("--expires-seconds must be between 5 and 300", 2)
+    arn, name = args.tracking_server_arn, args.tracking_server_name
+    kind = kinds.chosen(arn, args.kind)
     try:
-        arn = args.tracking_server_arn
-        if not arn and args.kind == "app":
-            found = apps.find(clients, args.tracking_server_name)
-            if found is None:
-                raise BootstrapError(f"no MLflow App is named {args.tracking_server_name}")
-            arn = str(found["Arn"])
-        url = tracking.ui_url(clients, args.tracking_server_name, arn, args.expires_seconds)
+        url = adapters.of(kind).ui_url(clients, name, arn, args.expires_seconds)
     except (ClientError, BotoCoreError) as error:
-        what = "MLflow App" if args.kind == "app" else "tracking server"
-        raise explain(error, f"{what} {args.tracking_server_name}") from error
+        raise explain(error, kind.what(name)) from error
     print(url)
     print(
         f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",
