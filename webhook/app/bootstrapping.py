@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from webhook.app.config import Bootstrap
 from webhook.app.metrics import Metrics
-from webhook.aws import bootstrap, tracking
+from webhook.aws import bootstrap
 from webhook.aws.clients import BootstrapError
 from webhook.aws.config import BootstrapConfig
 from webhook.core.plans import Plan
@@ -60,7 +60,7 @@ async def _as(config: BootstrapConfig, leading: Callable[[], bool]) -> Plan:
             return await _run(config, progress=log.info)
         plan = await _run(looking, progress=lambda _: None)
         pending = [f"{s.resource}/{s.name}: {s.action}" for s in plan.steps if s.action != "ok"]
-        usable = not config.wait or plan.tracking_status in tracking.READY
+        usable = not config.wait or plan.tracking_status in plan.kind.ready
         if usable and all(s.action in ("ok", "wait") for s in plan.steps):
             return plan
         log.info("waiting for the leader to finish the bootstrap", extra={"pending": pending})

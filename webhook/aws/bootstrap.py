@@ -7,9 +7,10 @@ from collections.abc import Callable
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.aws import apps, iam, storage, tracking
+from webhook.aws import adapters, iam, storage
 from webhook.aws.clients import BootstrapError, Clients, explain
 from webhook.aws.config import BootstrapConfig, split_s3_uri
+from webhook.aws.mlflow import elsewhere
 from webhook.core import policies
 from webhook.core.plans import Plan
 from webhook.core.settings import account_of
@@ -26,10 +27,10 @@ def run(
     if config.trust_error:
         raise BootstrapError(config.trust_error, 2)
     clients = Clients(config.region, config.dry_run)
-    existing_app = ":mlflow-app/" in (config.tracking_server_arn or "")
+    mlflow = adapters.of(config.target)
     plan = Plan(
         dry_run=config.dry_run,
-        kind="app" if existing_app else config.kind,
+        kind=config.target,
         artifact_uploads=config.artifact_uploads,
         assume_role_arn=config.assume_role_arn or "",
     )
@@ -45,28 +46,22 @@ def run(
                     "--assume-role-arn, the role there the Pods assume",
                     2,
                 )
-            tracking.elsewhere(plan, config.tracking_server_arn, theirs)
+            elsewhere(plan, config.tracking_server_arn, theirs)
         elif config.tracking_server_arn:
-            tracking.verify_existing(clients, plan, config.tracking_server_arn)
+            mlflow.verify(clients, plan, config.tracking_server_arn)
         else:
             resource = f"bucket {config.bucket}" if config.bucket else resource
             server_role_arn = _server_side(clients, plan, config, account)
             resource = config.what
-            if config.kind == "app":
-                apps.ensure(clients, plan, config, server_role_arn, sleep)
-            else:
-                tracking.ensure(clients, plan, config, account, server_role_arn, sleep)
+            mlflow.ensure(clients, plan, config, account, server_role_arn, sleep)
         if config.credentials != "none":
             resource = f"role {config.pod_role_name}"
             _pod_side(clients, plan, config, account)
         if config.wait and not config.dry_run and not config.tracking_server_arn:
             resource = config.what
-            if config.kind == "app":
-                plan.tracking_status = apps.wait_ready(
-                    clients, config, plan.tracking_arn, progress, sleep
-                )
-            else:
-                plan.tracking_status = tracking.wait_ready(clients, config, progress, sleep)
+            plan.tracking_status = mlflow.wait_ready(
+                clients, config, plan.tracking_arn, progress, sleep
+            )
     except BootstrapError:
         raise
     except (ClientError, BotoCoreError) as error:
@@ -79,8 +74,8 @@ def run(
 def _server_side(clients: Clients, plan: Plan, config: BootstrapConfig, account: str) -> str:
     """The artifact bucket, and the execution role SageMaker runs the server or App as.
 
-    Without --artifact-store-uri there is nothing to create here; tracking.ensure says so if
-    the server is missing too.
+    Without --artifact-store-uri there is nothing to create here; ensuring the server or App
+    says so if it is missing too.
     """
     if not config.bucket:
         role = iam.get_role(clients, config.server_role_name)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from webhook.core import kinds
+from webhook.core.kinds import Kind
 from webhook.core.settings import (
     ConfigError,
     check_artifact_uploads,
@@ -15,7 +17,7 @@ from webhook.core.settings import (
 _S3 = re.compile(r"^s3://(?P<bucket>[a-z0-9][a-z0-9.-]{1,61}[a-z0-9])(?:/(?P<prefix>.*))?$")
 SIZES = ("Small", "Medium", "Large")
 # What the bootstrap keeps: a tracking server (sized, started and stopped) or a serverless App.
-KINDS = ("tracking-server", "app")
+KINDS = kinds.NAMES
 # S3's general purpose bucket naming rules (S3 User Guide, "Bucket naming rules").
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
 _IP = re.compile(r"^\d+\.\d+\.\d+\.\d+$")
@@ -62,23 +64,16 @@ class BootstrapConfig:
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
             raise ConfigError(f"--kind must be one of {', '.join(KINDS)}")
-        if self.kind == "app":
-            given = [
-                flag
-                for flag, value in (
-                    ("--tracking-server-size", self.tracking_server_size),
-                    ("--mlflow-version", self.mlflow_version),
-                )
-                if value
-            ]
-            if given:
-                verb = "apply" if len(given) > 1 else "applies"
-                raise ConfigError(
-                    f"{' and '.join(given)} {verb} to a tracking server, not to --kind app "
-                    "(an MLflow App is serverless and AWS chooses its MLflow version)"
-                )
-        elif self.account_default:
-            raise ConfigError("--account-default applies to --kind app only")
+        kind = kinds.named(self.kind)
+        values = {
+            "--tracking-server-size": self.tracking_server_size,
+            "--mlflow-version": self.mlflow_version,
+            "--account-default": self.account_default,
+        }
+        given = [flag for flag in kind.refuses if values[flag]]
+        if given:
+            verb = "apply" if len(given) > 1 else "applies"
+            raise ConfigError(f"{' and '.join(given)} {verb} {kind.refusal}")
         if self.size not in SIZES:
             raise ConfigError(f"--tracking-server-size must be one of {', '.join(SIZES)}")
         if self.artifact_store_uri:
@@ -117,10 +112,14 @@ class BootstrapConfig:
         return self.tracking_server_size or "Small"
 
     @property
+    def target(self) -> Kind:
+        """What the bootstrap keeps, or only verifies with --tracking-server-arn."""
+        return kinds.chosen(self.tracking_server_arn, self.kind)
+
+    @property
     def what(self) -> str:
         """How a message names the tracking server or App."""
-        kind = "MLflow App" if self.kind == "app" else "tracking server"
-        return f"{kind} {self.tracking_server_name}"
+        return self.target.what(self.tracking_server_name)
 
     @property
     def bucket(self) -> str:

@@ -3,6 +3,7 @@ with reads only), then carry out exactly that plan."""
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -10,7 +11,7 @@ from typing import Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
-from webhook.aws import apps, iam, tracking
+from webhook.aws import adapters, iam
 from webhook.aws.clients import BootstrapError, Clients, code, explain
 from webhook.aws.config import BootstrapConfig, split_s3_uri
 from webhook.core import policies
@@ -27,7 +28,6 @@ from webhook.core.teardown import (
 )
 
 Work = Callable[[Clients], None]
-GONE = ("Deleting", "DeleteFailed")
 
 
 @dataclass
@@ -68,7 +68,7 @@ def plan(config: BootstrapConfig, *, delete_artifacts: bool) -> Teardown:
     except (ClientError, BotoCoreError) as error:
         raise explain(error, resource) from error
     steps = decide(found, delete_artifacts=delete_artifacts)
-    result = Plan(dry_run=True, steps=steps, kind=config.kind)
+    result = Plan(dry_run=True, steps=steps, kind=config.target)
     result.writes = clients.writes
     return Teardown(config.region, result, work)
 
@@ -84,25 +84,18 @@ def _inventory(
         found.append(item)
         work[(item.resource, item.name)] = job
 
-    server_name = config.tracking_server_name
-    server = _tracking(clients, config)
+    mlflow = adapters.of(config.target)
+    server = mlflow.find(clients, config.tracking_server_name)
     deleted = ""  # the server or App this teardown removes; it keeps every other one
     bucket = config.bucket
-    if server is not None:
-        arn = server["TrackingServerArn"]
-        ours = is_ours(clients.sagemaker.list_tags(ResourceArn=arn).get("Tags"))
-        if config.kind == "app":
-            add(
-                Found(apps.RESOURCE, server_name, ours),
-                lambda c: c.sagemaker.delete_mlflow_app(Arn=arn),
-            )
-        else:
-            add(
-                Found("tracking-server", server_name, ours),
-                lambda c: c.sagemaker.delete_mlflow_tracking_server(TrackingServerName=server_name),
-            )
-        bucket = bucket or split_s3_uri(server.get("ArtifactStoreUri"))[0]
-        deleted = arn if ours else ""
+    if server is not None and server.status not in mlflow.kind.gone:
+        ours = is_ours(clients.sagemaker.list_tags(ResourceArn=server.arn).get("Tags"))
+        add(
+            Found(mlflow.kind.step, config.tracking_server_name, ours),
+            functools.partial(mlflow.delete, found=server),
+        )
+        bucket = bucket or split_s3_uri(server.artifact_store_uri)[0]
+        deleted = server.arn if ours else ""
     running = _running(clients, deleted)
 
     pod_role = iam.get_role(clients, config.pod_role_name)
@@ -132,47 +125,16 @@ def _inventory(
     return found, work
 
 
-def _tracking(clients: Clients, config: BootstrapConfig) -> dict[str, Any] | None:
-    """The tracking server or App by its name, unless already going; an App's fields under the
-    names a server's have."""
-    if config.kind != "app":
-        server = tracking.describe(clients, config.tracking_server_name)
-        return server if server and server["TrackingServerStatus"] not in GONE else None
-    app = apps.find(clients, config.tracking_server_name)
-    if app is None:
-        return None
-    return {**app, "TrackingServerArn": app["Arn"]}
-
-
 def _running(clients: Clients, deleted: str) -> list[Running]:
     """Every tracking server and MLflow App in the region but the one this teardown deletes:
     any of them, ours or anyone's, may store artifacts in our bucket or run as our role."""
-    running = []
-    for page in clients.sagemaker.get_paginator("list_mlflow_tracking_servers").paginate():
-        for summary in page.get("TrackingServerSummaries", []):
-            name = summary["TrackingServerName"]
-            if summary["TrackingServerArn"] == deleted or summary["TrackingServerStatus"] in GONE:
-                continue
-            server = tracking.describe(clients, name)
-            if server is not None:
-                running.append(_as_running(f"tracking server {name}", server))
-    for page in clients.sagemaker.get_paginator("list_mlflow_apps").paginate():
-        for summary in page.get("Summaries", []):
-            if summary["Arn"] == deleted or summary["Status"] in apps.GONE:
-                continue
-            try:
-                app = clients.sagemaker.describe_mlflow_app(Arn=summary["Arn"])
-            except ClientError as error:
-                if code(error) != "ResourceNotFound":
-                    raise
-                continue  # deleted since it was listed
-            running.append(_as_running(f"MLflow App {summary['Name']}", app))
-    return running
-
-
-def _as_running(what: str, described: dict[str, Any]) -> Running:
-    bucket = split_s3_uri(described.get("ArtifactStoreUri"))[0]
-    return Running(what, bucket, str(described.get("RoleArn") or ""))
+    return [
+        Running(
+            mlflow.kind.what(found.name), split_s3_uri(found.artifact_store_uri)[0], found.role_arn
+        )
+        for mlflow in adapters.ALL
+        for found in mlflow.others(clients, deleted)
+    ]
 
 
 def _pod_identity(trust: policies.Document) -> bool:

@@ -10,20 +10,15 @@ import argparse
 import datetime as dt
 import json
 import os
-import re
 import sys
 from typing import Any
-
-from kubernetes import client, config
-from kubernetes.config.config_exception import ConfigException
-from urllib3.exceptions import HTTPError
 
 from webhook.cli.commands import command
 from webhook.cli.options import add, add_namespace_settings_flag, fail
 from webhook.core import missed
 from webhook.core.settings import CREDENTIALS
-from webhook.kube.connection import unusable
-from webhook.kube.missed import audit
+from webhook.kube.connection import ClusterError, asking, connect, located
+from webhook.kube.missed import audit, namespace_labels
 
 
 def add_parser(commands: Any) -> None:
@@ -70,56 +65,21 @@ def add_parser(commands: Any) -> None:
     add_namespace_settings_flag(p)
 
 
-def _connect(kubeconfig: str | None) -> client.ApiClient:
-    if kubeconfig and not os.path.isfile(kubeconfig):
-        fail(f"--kubeconfig {kubeconfig} is not a file")
-    configuration = client.Configuration()
-    in_pod = os.environ.get("KUBERNETES_SERVICE_HOST")
-    try:
-        if kubeconfig or not in_pod:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
-        else:
-            config.load_incluster_config(client_configuration=configuration)
-    except ConfigException as exc:
-        fail(f"no usable kubeconfig: {' '.join(str(exc).split())}")
-    except Exception as exc:  # noqa: BLE001 - a malformed file fails in many ways; one line
-        fail(unusable(_named(kubeconfig), exc))
-    configuration.retries = 1  # a cluster that is not there is said in seconds, not minutes
-    return client.ApiClient(configuration)
-
-
-def _named(kubeconfig: str | None) -> str:
-    """The kubeconfig as the person gave it, as kubectl would have found it."""
-    if kubeconfig:
-        return f"--kubeconfig {kubeconfig}"
-    if os.environ.get("KUBECONFIG"):
-        return f"$KUBECONFIG {os.environ['KUBECONFIG']}"
-    return "~/.kube/config"
-
-
-def _why(exc: Exception) -> str:
-    """The socket's own words (Connection refused, timed out), not urllib3's wrapping."""
-    text = str(getattr(exc, "reason", None) or exc)
-    found = re.search(r"\[Errno -?\d+\] ([^'\")]+)", text)
-    return found[1].strip() if found else type(exc).__name__
-
-
 def run(args: argparse.Namespace) -> int:
     # serve's own default, read from serve's variable: in the webhook's Pod, they agree.
     irsa = bool(os.environ.get("MLFLOW_WEBHOOK_ROLE_ARN"))
     credentials = args.credentials or ("irsa" if irsa else "none")
     settings = missed.lookup_settings(args.prefix, credentials=credentials)
-    api = _connect(args.kubeconfig)
     selector = f"{args.prefix}/inject=enabled"
     own = args.namespace_settings == "on"
     try:
-        if args.namespace:
-            _check_namespace(api, args.namespace, selector)
-        found = audit(api, settings, selector, args.namespace, namespace_settings=own)
-    except client.ApiException as exc:
-        fail(f"the API server refused: {exc.status} {exc.reason}")
-    except (HTTPError, OSError) as exc:
-        fail(f"cannot reach the API server at {api.configuration.host}: {_why(exc)}")
+        api = connect(*located(args.kubeconfig)).client
+        with asking(api):
+            if args.namespace:
+                _check_namespace(namespace_labels(api, args.namespace), args.namespace, selector)
+            found = audit(api, settings, selector, args.namespace, namespace_settings=own)
+    except ClusterError as exc:
+        fail(str(exc))
     now = dt.datetime.now(dt.UTC)
     rows = [
         {
@@ -149,16 +109,12 @@ def run(args: argparse.Namespace) -> int:
     return 1 if rows else 0
 
 
-def _check_namespace(api: client.ApiClient, name: str, selector: str) -> None:
+def _check_namespace(labels: dict[str, str] | None, name: str, selector: str) -> None:
     """A namespace that is not there is a mistake to say, not an audit that found nothing."""
-    try:
-        found = client.CoreV1Api(api).read_namespace(name)
-    except client.ApiException as exc:
-        if exc.status == 404:
-            fail(f"--namespace {name}: no such namespace")
-        raise
+    if labels is None:
+        fail(f"--namespace {name}: no such namespace")
     key, _, value = selector.partition("=")
-    if (found.metadata.labels or {}).get(key) != value:
+    if labels.get(key) != value:
         print(
             f"mlflow-webhook: namespace {name} does not opt in (no label {selector}): "
             "the webhook injects none of its Pods, so none is missed",

@@ -14,7 +14,7 @@ from webhook import __version__
 from webhook.app.config import Bootstrap, ServeConfig
 from webhook.app.lifecycle import StartupFailed, serve
 from webhook.app.logs import configure
-from webhook.aws import apps, bootstrap, tracking
+from webhook.aws import adapters, bootstrap
 from webhook.aws.clients import AWS_ERRORS, BootstrapError, Clients, explain, preflight
 from webhook.aws.config import BootstrapConfig
 from webhook.cli import audit, inject, teardown
@@ -39,7 +39,7 @@ from webhook.cli.options import (
     fail,
     settings_from,
 )
-from webhook.core import policies
+from webhook.core import kinds, policies
 from webhook.core.plans import Plan
 from webhook.core.settings import Settings
 from webhook.kube.connection import ClusterError
@@ -402,17 +402,12 @@ def _ui_url(args: argparse.Namespace) -> int:
     clients = Clients(args.region, dry_run=False)
     if not 5 <= args.expires_seconds <= 300:
         raise BootstrapError("--expires-seconds must be between 5 and 300", 2)
+    arn, name = args.tracking_server_arn, args.tracking_server_name
+    kind = kinds.chosen(arn, args.kind)
     try:
-        arn = args.tracking_server_arn
-        if not arn and args.kind == "app":
-            found = apps.find(clients, args.tracking_server_name)
-            if found is None:
-                raise BootstrapError(f"no MLflow App is named {args.tracking_server_name}")
-            arn = str(found["Arn"])
-        url = tracking.ui_url(clients, args.tracking_server_name, arn, args.expires_seconds)
+        url = adapters.of(kind).ui_url(clients, name, arn, args.expires_seconds)
     except AWS_ERRORS as error:
-        what = "MLflow App" if args.kind == "app" else "tracking server"
-        raise explain(error, f"{what} {args.tracking_server_name}") from error
+        raise explain(error, kind.what(name)) from error
     print(url)
     print(
         f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 import orjson
 
+from webhook.core.kinds import SERVER, Kind
 from webhook.core.namespaces import keys
 
 Action = Literal["ok", "create", "update", "start", "wait", "delete", "keep"]
@@ -24,7 +25,7 @@ class Step:
 class Plan:
     dry_run: bool
     steps: list[Step] = field(default_factory=list)
-    kind: str = "tracking-server"  # or "app": what tracking_arn names
+    kind: Kind = SERVER  # what tracking_arn names
     tracking_arn: str = ""
     tracking_status: str = ""
     artifact_store_uri: str = ""
@@ -44,7 +45,7 @@ class Plan:
     def as_json(self) -> str:
         data: dict[str, Any] = {
             "dryRun": self.dry_run,
-            "kind": self.kind,
+            "kind": self.kind.name,
             "steps": [asdict(step) for step in self.steps],
             "trackingServerArn": self.tracking_arn,
             "trackingServerStatus": self.tracking_status,
@@ -76,10 +77,10 @@ class Plan:
         verb = "would change" if self.dry_run else "changed"
         counts = f"{self.changes} of {len(self.steps)} resources {verb}"
         lines.append(f"\n{counts}; {len(self.writes)} write calls")
-        what = "MLflow App" if self.kind == "app" else "tracking server"
+        what = self.kind.noun
         if self.tracking_arn:
             lines.append(f"{what}: {self.tracking_arn} ({self.tracking_status or 'unknown'})")
-        elif self.kind == "app" and self.tracking_status == "Creating":
+        elif self.kind.arn_assigned and self.tracking_status == "Creating":
             lines.append(f"{what}: its ARN is assigned by SageMaker when it is created")
         if self.pod_role_arn:
             lines.append(f"pod role: {self.pod_role_arn}")

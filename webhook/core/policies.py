@@ -6,13 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-Document = dict[str, Any]
-VERSION = "2012-10-17"
+from webhook.core import kinds
+from webhook.core.documents import MANAGED_BY_KEY as MANAGED_BY_KEY
+from webhook.core.documents import MANAGED_BY_VALUE as MANAGED_BY_VALUE
+from webhook.core.documents import Document as Document
+from webhook.core.documents import allow as _allow
+from webhook.core.documents import document as document
+
 # Our statement in a trust policy others may share: found, and repaired, by this Sid alone.
 TRUST_SID = "MlflowWebhookServiceAccounts"
-# The tag on everything the bootstrap makes, by which a teardown, and an App's policy, know it.
-MANAGED_BY_KEY = "app.kubernetes.io/managed-by"
-MANAGED_BY_VALUE = "mlflow-webhook"
 
 
 def partition(region: str) -> str:
@@ -21,10 +23,6 @@ def partition(region: str) -> str:
     if region.startswith("us-gov-"):
         return "aws-us-gov"
     return "aws"
-
-
-def document(*statements: Document) -> Document:
-    return {"Version": VERSION, "Statement": list(statements)}
 
 
 def server_trust() -> Document:
@@ -79,22 +77,10 @@ def pod_access(
     with its own credentials: list_objects_v2 (s3:ListBucket) and head_object/download_file
     (s3:GetObject), for list_artifacts and download_artifacts.
 
-    An App's ARN (arn:PARTITION:sagemaker:REGION:ACCOUNT:mlflow-app/ID) is the resource type
-    `mlflow-app` of the Service Authorization Reference's "Amazon SageMaker" page (prefix
-    sagemaker), where sagemaker:CallMlflowAppApi, "to invoke MLflow APIs", takes it; the
-    sagemaker-mlflow plugin signs an App's calls for the service `sagemaker` accordingly. The
-    "Amazon SageMaker with MLflow" page (prefix sagemaker-mlflow) lists no App resources: its one
-    resource type is mlflow-tracking-server, so sagemaker-mlflow:* is for a server only
-    (https://docs.aws.amazon.com/service-authorization/latest/reference/list_amazonsagemaker.html
-    and list_amazonsagemakerwithmlflow.html).
+    The MLflow calls' action is the kind's (webhook.core.kinds, from the Service Authorization
+    Reference, https://docs.aws.amazon.com/service-authorization/latest/reference/).
     """
-    app = ":mlflow-app/" in tracking_arn
-    mlflow = {
-        "Sid": "MlflowApp" if app else "TrackingServer",
-        "Effect": "Allow",
-        "Action": "sagemaker:CallMlflowAppApi" if app else "sagemaker-mlflow:*",
-        "Resource": tracking_arn,
-    }
+    mlflow = kinds.of_arn(tracking_arn).pod_statement(tracking_arn)
     objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
     statements = [mlflow, *s3_access(part, bucket, prefix, objects)]
     if assume_role_arn:
@@ -256,22 +242,10 @@ class Scope:
     bucket: str | None = None
     # --tracking-server-arn: that server or App is only described, nothing else is made.
     tracking_arn: str | None = None
-    kind: str = "tracking-server"  # or "app"
+    kind: str = kinds.SERVER.name  # --kind; an ARN given says for itself
 
     def iam(self, kind: str, name: str) -> str:
         return f"arn:{self.part}:iam::{self.account}:{kind}/{name}"
-
-
-def _allow(sid: str, resource: str | list[str], *actions: str, **condition: Any) -> Document:
-    statement: Document = {
-        "Sid": sid,
-        "Effect": "Allow",
-        "Action": actions[0] if len(actions) == 1 else list(actions),
-        "Resource": resource,
-    }
-    if condition:
-        statement["Condition"] = condition
-    return statement
 
 
 def bootstrap_identity(scope: Scope) -> Document:
@@ -289,18 +263,8 @@ def bootstrap_identity(scope: Scope) -> Document:
     cluster = f"arn:{scope.part}:eks:{scope.region}:{scope.account}:cluster/{scope.cluster}"
     statements: list[Document] = []
     if scope.tracking_arn:
-        # Verified only: described (an App has its own API), and the ui-url command.
-        app = ":mlflow-app/" in scope.tracking_arn
-        statements.append(
-            _allow(
-                "TrackingServer",
-                scope.tracking_arn,
-                "sagemaker:DescribeMlflowApp" if app else "sagemaker:DescribeMlflowTrackingServer",
-                "sagemaker:CreatePresignedMlflowAppUrl"
-                if app
-                else "sagemaker:CreatePresignedMlflowTrackingServerUrl",
-            )
-        )
+        # Verified only: described, and the ui-url command.
+        statements.append(kinds.of_arn(scope.tracking_arn).verifying(scope.tracking_arn))
     else:
         statements += _server_side(scope, server_role)
     if scope.credentials == "none":
@@ -382,66 +346,10 @@ def bootstrap_identity(scope: Scope) -> Document:
     return document(*statements)
 
 
-def _tracking_server(scope: Scope) -> list[Document]:
-    server = (
-        f"arn:{scope.part}:sagemaker:{scope.region}:{scope.account}"
-        f":mlflow-tracking-server/{scope.tracking_server}"
-    )
-    return [
-        _allow(
-            "TrackingServer",
-            server,
-            "sagemaker:DescribeMlflowTrackingServer",
-            "sagemaker:CreateMlflowTrackingServer",
-            "sagemaker:AddTags",  # CreateMlflowTrackingServer with tags
-            "sagemaker:StartMlflowTrackingServer",
-            "sagemaker:UpdateMlflowTrackingServer",
-            "sagemaker:CreatePresignedMlflowTrackingServerUrl",  # the ui-url command
-        )
-    ]
-
-
-def _app(scope: Scope) -> list[Document]:
-    """An MLflow App. Its ARN holds an ID SageMaker assigns at creation, so no policy can name
-    it beforehand: the resource type `mlflow-app` of this account and region is granted, and
-    every write is bound by our managed-by tag, on the request when creating and on the App
-    itself when changing it. An App someone else made is only read."""
-    apps = f"arn:{scope.part}:sagemaker:{scope.region}:{scope.account}:mlflow-app/*"
-    ours = {"StringEquals": {f"aws:ResourceTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE}}
-    return [
-        # ListMlflowApps has no resource type: it can only be granted on "*".
-        _allow("FindApp", "*", "sagemaker:ListMlflowApps"),
-        _allow(
-            "ReadApp",
-            apps,
-            "sagemaker:DescribeMlflowApp",
-            "sagemaker:ListTags",
-            "sagemaker:CreatePresignedMlflowAppUrl",  # the ui-url command
-        ),
-        _allow(
-            "CreateApp",
-            apps,
-            "sagemaker:CreateMlflowApp",
-            StringEquals={f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE},
-        ),
-        # CreateMlflowApp with tags is authorized for sagemaker:AddTags too, which
-        # sagemaker:TaggingAction confines to that creation, so no App already there is tagged.
-        _allow(
-            "TagAppOnCreate",
-            apps,
-            "sagemaker:AddTags",
-            StringEquals={
-                "sagemaker:TaggingAction": "CreateMlflowApp",
-                f"aws:RequestTag/{MANAGED_BY_KEY}": MANAGED_BY_VALUE,
-            },
-        ),
-        _allow("UpdateApp", apps, "sagemaker:UpdateMlflowApp", "sagemaker:AddTags", **ours),
-    ]
-
-
 def _server_side(scope: Scope, server_role: str) -> list[Document]:
     """The tracking server or App, and with an artifact store its bucket and execution role."""
-    tracking = _app(scope) if scope.kind == "app" else _tracking_server(scope)
+    kind = kinds.named(scope.kind)
+    tracking = kind.managing(scope.part, scope.region, scope.account, scope.tracking_server)
     if not scope.bucket:
         # Nothing to create without an artifact store: the execution role is only looked up.
         return [*tracking, _allow("ServerRole", server_role, "iam:GetRole")]

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import copy
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +36,11 @@ def connect(kubeconfig: str | None, source: str = "kubeconfig") -> Connection:
     `source` names it in errors as the person gave it (`--kubeconfig F`, `$KUBECONFIG F`)."""
     context = None
     if kubeconfig:
+        paths = [path for path in kubeconfig.split(os.pathsep) if path]
+        if not any(Path(path).is_file() for path in paths):
+            raise ClusterError(
+                f"{source} {'is not a file' if len(paths) == 1 else 'names no file'}"
+            )
         try:
             api = config.new_client_from_config(config_file=kubeconfig)
             context = config.list_kube_config_contexts(config_file=kubeconfig)[1].get("name")
@@ -45,6 +52,35 @@ def connect(kubeconfig: str | None, source: str = "kubeconfig") -> Connection:
         raise ClusterError("no cluster: no kubeconfig given and not in a Pod")
     _probe(api)
     return Connection(api, context)
+
+
+def located(kubeconfig: str | None) -> tuple[str | None, str]:
+    """The kubeconfig a person means, in kubectl's order, and how to name it: --kubeconfig,
+    $KUBECONFIG, ~/.kube/config, else (None) the Pod's own ServiceAccount."""
+    if kubeconfig:
+        return kubeconfig, f"--kubeconfig {kubeconfig}"
+    if os.environ.get("KUBECONFIG"):
+        return os.environ["KUBECONFIG"], f"$KUBECONFIG {os.environ['KUBECONFIG']}"
+    home = Path("~/.kube/config").expanduser()
+    if home.is_file():
+        return str(home), "~/.kube/config"
+    if not os.environ.get(incluster_config.SERVICE_HOST_ENV_NAME):
+        raise ClusterError(
+            "no cluster: no --kubeconfig, $KUBECONFIG or ~/.kube/config, and not in a Pod"
+        )
+    return None, "this Pod's ServiceAccount"
+
+
+@contextmanager
+def asking(api: client.ApiClient) -> Iterator[None]:
+    """Calls to the API server, whose failures become one ClusterError line each."""
+    try:
+        yield
+    except client.ApiException as error:
+        raise ClusterError(f"the API server refused: {error.status} {error.reason}") from error
+    except (urllib3.exceptions.HTTPError, OSError) as error:
+        host = api.configuration.host
+        raise ClusterError(f"cannot reach the API server at {host}: {_why(error)}") from error
 
 
 def unusable(source: str, error: BaseException) -> str:

@@ -232,3 +232,14 @@ def _audit(
                 result.findings.append(finding)
     result.findings.sort(key=lambda f: (f.namespace, f.name))
     return result
+
+
+def namespace_labels(api: client.ApiClient, name: str) -> dict[str, str] | None:
+    """The labels of the namespace `name`; None when there is no such namespace."""
+    try:
+        found = client.CoreV1Api(api).read_namespace(name)
+    except client.ApiException as error:
+        if error.status == 404:
+            return None
+        raise
+    return dict(found.metadata.labels or {})
