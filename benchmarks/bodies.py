@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from tests.support import captured, kubeflow_worker_pod, review_for
+from testing.support import captured, kubeflow_worker_pod, review_for
 
 INJECT = {"mlflow-webhook.io/inject": "true"}
 

@@ -27,7 +27,7 @@ from kubernetes import client
 
 from benchmarks import bodies
 from benchmarks.tenants import TEAM
-from tests.support import settings
+from testing.support import settings
 from webhook.app import handlers
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig

@@ -3,7 +3,7 @@
     .venv/bin/python -m benchmarks.image_ready [RUNS]
 
 Each run starts the Deployment's container (its security context, tmpfs volumes, limits and
-settings from the rendered manifests; `tests/image.py`) without cluster access, so the time is
+settings from the rendered manifests; `testing/image.py`) without cluster access, so the time is
 the image's own: Python and the imports, self-signed certificates into the tmpfs, the listener.
 It is measured from the `docker run` call to the first 200 from the readiness probe's path,
 polled every 20 ms; the median of the runs is the figure docs/image.md gives.
@@ -18,9 +18,9 @@ import time
 import uuid
 from pathlib import Path
 
-from tests.image import IMAGE, Container, Deployment, answers, docker, missing_reason
-from tests.kube.settings import GIVEN, filled_copy, kustomize
-from tests.support import free_port
+from testing.image import IMAGE, Container, Deployment, answers, docker, missing_reason
+from testing.kube.settings import GIVEN, filled_copy, kustomize
+from testing.support import free_port
 
 
 def once(deployment: Deployment) -> float:

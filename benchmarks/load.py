@@ -40,8 +40,8 @@ from typing import Any
 import orjson
 
 from benchmarks import bodies, machine
-from tests.servers import serve_command
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port, settings
+from testing.servers import serve_command
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port, settings
 from webhook.core.reviews import admit, parse
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from kubernetes import client, config
 
-from tests.kube.controlplane import ControlPlane, eventually
-from tests.support import settings
+from testing.kube.controlplane import ControlPlane, eventually
+from testing.support import settings
 from webhook.kube.accounts import AccountCache
 from webhook.kube.missed import MissedPods
 from webhook.kube.reconciler import NamespaceReconciler

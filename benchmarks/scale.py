@@ -34,10 +34,10 @@ import orjson
 from kubernetes import client, config
 
 from benchmarks.podwatch import OPT_IN, in_parallel, injected, pod, rss_mib
-from tests.kube.controlplane import ControlPlane, eventually, replica
-from tests.metrics import scrape
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import ControlPlane, eventually, replica
+from testing.metrics import scrape
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 from webhook.core.missed import ACTIVE_PODS
 from webhook.kube.watches import pages
 

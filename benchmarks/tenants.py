@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from types import TracebackType
 
-from tests.kube.controlplane import NAMESPACE, ControlPlane, missing_reason
-from tests.support import ROLE_ARN, free_port
+from testing.kube.controlplane import NAMESPACE, ControlPlane, missing_reason
+from testing.support import ROLE_ARN, free_port
 
 # The global role, named again: both servers run at once, each leading, and must agree on the
 # ServiceAccount's role or they would rewrite it in turn. What is measured (the lookup and the

@@ -23,8 +23,8 @@ from typing import Any
 
 from benchmarks.creates import Creator
 from benchmarks.load import Server
-from tests.kube.controlplane import NAMESPACE, ControlPlane, eventually, missing_reason
-from tests.support import free_port
+from testing.kube.controlplane import NAMESPACE, ControlPlane, eventually, missing_reason
+from testing.support import free_port
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 
 SETUPS = ("none", "floor", "ours")

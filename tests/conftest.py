@@ -5,12 +5,12 @@ from pathlib import Path
 
 import pytest
 
+from testing.kube.controlplane import ControlPlane, missing_reason
+from testing.servers import WebhookProcess, start
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.e2e import chain
 from tests.e2e.front import Front
-from tests.kube.controlplane import ControlPlane, missing_reason
-from tests.servers import WebhookProcess, start
 
 
 @pytest.fixture(scope="module")

@@ -7,10 +7,10 @@ import json
 
 import pytest
 
+from testing.support import settings
 from tests.aws.moto import ACCOUNT, Moto
 from tests.aws.policy import evaluate
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.support import settings
 from tests.test_bootstrap import SERVER_ARN, config
 from webhook.aws import bootstrap
 from webhook.core import namespaces, policies

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import pytest
 
+from testing.servers import start
+from testing.support import ROLE_ARN, review_for, settings
 from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.aws.policy import evaluate
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.servers import start
-from tests.support import ROLE_ARN, review_for, settings
 from tests.test_bootstrap import config
 from webhook.aws import bootstrap
 from webhook.aws.clients import BootstrapError

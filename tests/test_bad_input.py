@@ -14,8 +14,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import WebhookProcess, start, without_cluster
-from tests.support import ROLE_ARN, TRACKING_ARN, review_for
+from testing.servers import WebhookProcess, start, without_cluster
+from testing.support import ROLE_ARN, TRACKING_ARN, review_for
 
 LIMIT = 64 * 1024
 

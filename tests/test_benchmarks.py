@@ -16,7 +16,7 @@ import pytest
 from benchmarks import machine
 from benchmarks.creates import quantile
 from benchmarks.histograms import EMPTY, webhook_histogram
-from tests.kube.controlplane import missing_reason
+from testing.kube.controlplane import missing_reason
 
 ROOT = Path(__file__).resolve().parents[1]
 METRIC = "apiserver_admission_webhook_admission_duration_seconds"

@@ -14,10 +14,10 @@ from typing import Any
 
 import pytest
 
+from testing.servers import WebhookProcess
 from tests.aws.eks import EksPodIdentityEmulator
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.servers import WebhookProcess
 from tests.test_iam_enforced import READS
 from webhook.aws import bootstrap
 from webhook.aws.clients import BootstrapError

@@ -12,11 +12,11 @@ from typing import Any
 
 import pytest
 
+from testing.servers import WebhookProcess
+from testing.support import decode_patch, review_for
 from tests import test_iam_enforced
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.servers import WebhookProcess
-from tests.support import decode_patch, review_for
 from tests.test_bootstrap import URI, cli
 from tests.test_iam_enforced import READS, Enforced, without
 from tests.test_iam_enforced import URI as IAM_URI

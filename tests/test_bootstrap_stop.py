@@ -7,10 +7,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from testing.metrics import value
+from testing.servers import WebhookProcess
 from tests.aws.moto import CLUSTER, Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.metrics import value
-from tests.servers import WebhookProcess
 
 
 def test_sigterm_ends_the_wait_for_a_tracking_server(

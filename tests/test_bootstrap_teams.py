@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import json
 
+from testing.support import settings
 from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.support import settings
 from tests.test_bootstrap import cli, issuer_host, role_trust
 from webhook.core import namespaces, policies
 

@@ -20,10 +20,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import SHARED_KUBE, ControlPlane, eventually
-from tests.metrics import value
-from tests.servers import WebhookProcess
-from tests.support import free_port
+from testing.kube.controlplane import SHARED_KUBE, ControlPlane, eventually
+from testing.metrics import value
+from testing.servers import WebhookProcess
+from testing.support import free_port
 from tests.test_missed import SA, STATUS, events, listed, namespace, start
 
 pytestmark = pytest.mark.timeout(300)

@@ -4,7 +4,7 @@ and webhook configuration installed, every replica running as the webhook's own 
 The API server decides every outcome here: RBAC, the ServiceAccount admission plugin, watches,
 bookmarks, strategic merge, Lease conflicts. Where a fault is needed (a dropped watch, an API
 server that does not answer), a recording proxy between the webhook and the API server makes it
-(`tests/kube/proxy.py`). Only a `410 Gone` at a chosen moment still needs the emulator
+(`testing/kube/proxy.py`). Only a `410 Gone` at a chosen moment still needs the emulator
 (`tests/test_cluster_gone.py`).
 """
 
@@ -24,8 +24,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kube.controlplane import NAMESPACE, ControlPlane, eventually
-from tests.kube.harness import (
+from testing.kube.controlplane import NAMESPACE, ControlPlane, eventually
+from testing.kube.harness import (
     CONFIG,
     GIVEN,
     LEASE,
@@ -41,8 +41,8 @@ from tests.kube.harness import (
     served_serial,
     since,
 )
-from tests.kube.proxy import Call
-from tests.support import ROLE_ARN, decode_patch, review_for
+from testing.kube.proxy import Call
+from testing.support import ROLE_ARN, decode_patch, review_for
 from webhook.tls import certs
 
 MISSING = "does not exist in this namespace yet"
@@ -593,7 +593,7 @@ def test_no_kube_touches_nothing(cluster: Setup) -> None:
 def test_kubeconfig_from_the_environment(cluster: Setup) -> None:
     """$KUBECONFIG alone, as kubectl reads it: serve reaches that cluster and writes there, and
     its startup line names the API server, where the kubeconfig came from and what it writes."""
-    from tests.servers import WebhookProcess
+    from testing.servers import WebhookProcess
 
     namespace = cluster.namespace("from-env")
     server = WebhookProcess(

@@ -1,4 +1,4 @@
-"""`410 Gone` at a chosen moment, against the API server emulator (`tests/kube/apiserver.py`).
+"""`410 Gone` at a chosen moment, against the API server emulator (`testing/kube/apiserver.py`).
 
 Everything else about the cluster side runs on the real control plane (`tests/test_cluster.py`).
 A real API server answers 410 only once the version a watch resumes from has left its watch
@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.apiserver import ApiServerEmulator
-from tests.kube.controlplane import eventually
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN
+from testing.kube.apiserver import ApiServerEmulator
+from testing.kube.controlplane import eventually
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN
 
 LABEL = {"mlflow-webhook.io/inject": "enabled"}
 SA = "sagemaker-mlflow-sa"

@@ -18,8 +18,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import WebhookProcess, start
-from tests.support import ROLE_ARN, TRACKING_ARN, review_for
+from testing.servers import WebhookProcess, start
+from testing.support import ROLE_ARN, TRACKING_ARN, review_for
 from webhook.app.connections import Connection, Pool
 
 MEMORY_LIMIT_MIB = 256  # manifests/base/deployment.yaml

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.kube.controlplane import ControlPlane, eventually, replica
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import ControlPlane, eventually, replica
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 
 SA = "sagemaker-mlflow-sa"
 

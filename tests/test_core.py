@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from tests.support import apply, review_for, settings
+from testing.support import apply, review_for, settings
 from webhook.core import accounts, policies, reviews
 from webhook.core.mutation import mutate
 from webhook.core.optin import opt_in

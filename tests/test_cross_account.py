@@ -33,11 +33,11 @@ from typing import Any
 import boto3
 import pytest
 
+from testing.servers import WebhookProcess
 from tests.aws.gate import Call
 from tests.aws.policy import as_list
 from tests.e2e import chain
 from tests.e2e.front import Front
-from tests.servers import WebhookProcess
 from tests.test_end_to_end import cluster, webhook_for  # noqa: F401 - a fixture
 from webhook.core import policies
 

@@ -2,7 +2,7 @@
 and filled in, the image's name set in kustomization.yaml, webhook-policy.json written. The
 tests must not mind. In a scratch copy of this checkout, with every edit the install doc asks for
 made, the tests that read `manifests/` pass (they read git's view of it,
-`tests/kube/settings.py`)."""
+`testing/kube/settings.py`)."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.settings import GIVEN, ROOT, settings_text
+from testing.kube.settings import GIVEN, ROOT, settings_text
 from tests.test_install import install_blocks
 
 # The tests that read manifests/ or the files beside it; the cluster's own need no second run.

@@ -16,12 +16,12 @@ from typing import Any
 
 import pytest
 
+from testing.kube.controlplane import ControlPlane
+from testing.servers import WebhookProcess, start
+from testing.support import kubeflow_worker_pod
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.e2e import chain
 from tests.e2e.front import Front
-from tests.kube.controlplane import ControlPlane
-from tests.servers import WebhookProcess, start
-from tests.support import kubeflow_worker_pod
 from webhook.aws import bootstrap
 from webhook.aws.config import BootstrapConfig
 from webhook.core import policies

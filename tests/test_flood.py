@@ -23,8 +23,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from testing.servers import WebhookProcess, start
 from tests.flood import handshake
-from tests.servers import WebhookProcess, start
 from tests.test_connections import FLAGS, MEMORY_LIMIT_MIB, REVIEW, Fake, rss_mib
 from webhook.app.connections import Pool
 

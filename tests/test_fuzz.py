@@ -22,8 +22,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.servers import WebhookProcess, start
-from tests.support import REVIEWS, settings
+from testing.servers import WebhookProcess, start
+from testing.support import REVIEWS, settings
 from webhook.core.reviews import BadReview, admit, parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from tests.image import (
+from testing.image import (
     IMAGE,
     REQUIRED,
     ROOT,
@@ -31,9 +31,9 @@ from tests.image import (
     missing_reason,
     service_account_files,
 )
-from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
-from tests.kube.settings import GIVEN, filled_copy, kustomize
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
+from testing.kube.settings import GIVEN, filled_copy, kustomize
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 from webhook import __version__
 
 SA = "sagemaker-mlflow-sa"

@@ -9,7 +9,7 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
-from tests.support import FIXTURES, ROLE_ARN, TRACKING_ARN
+from testing.support import FIXTURES, ROLE_ARN, TRACKING_ARN
 from tests.test_lifecycle import cli
 from webhook.core.templates import pod_templates
 

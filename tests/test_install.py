@@ -19,10 +19,10 @@ from pathlib import Path
 
 import pytest
 
-from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
-from tests.kube.settings import GIVEN, ROOT, git_view, settings_text
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
+from testing.kube.settings import GIVEN, ROOT, git_view, settings_text
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 
 MANAGED = "app.kubernetes.io/managed-by=mlflow-webhook"
 BLOCK = re.compile(r"<!-- install-test: (?P<name>[\w-]+) -->\n```sh\n(?P<body>.*?)```", re.DOTALL)

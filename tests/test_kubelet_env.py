@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.kube.kubelet import environment, expand
+from testing.kube.kubelet import environment, expand
 
 DEFINED = {"VAR_A": "A", "VAR_B": "B", "EMPTY": ""}
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.servers import WebhookProcess, without_cluster
-from tests.support import TRACKING_ARN, review_for
+from testing.servers import WebhookProcess, without_cluster
+from testing.support import TRACKING_ARN, review_for
 from webhook.tls.certs import (
     CA_FILE,
     CA_KEY_FILE,

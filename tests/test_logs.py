@@ -11,8 +11,8 @@ from pathlib import Path
 
 import aiohttp
 
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, review_for
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, review_for
 from webhook.app.logs import JsonHandler
 
 POD = {

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.kube.settings import filled, kustomize
+from testing.kube.settings import filled, kustomize
 
 ROOT = Path(__file__).resolve().parent.parent
 OVERLAYS = ["", "overlays/cert-manager", "overlays/irsa", "overlays/ignore", "overlays/monitoring"]

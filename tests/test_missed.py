@@ -15,11 +15,11 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually, replica
-from tests.kube.proxy import ApiProxy, Call
-from tests.metrics import sample, scrape, value
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually, replica
+from testing.kube.proxy import ApiProxy, Call
+from testing.metrics import sample, scrape, value
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 
 # Several minutes of a real control plane each on a busy machine, not the default two.
 pytestmark = pytest.mark.timeout(300)

@@ -9,7 +9,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support import FIXTURES, apply, review_for, settings
+from testing.support import FIXTURES, apply, review_for, settings
 from webhook.core import missed
 from webhook.core.reviews import admit, parse
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from kubernetes import config
 
-from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
-from tests.kube.proxy import ApiProxy, Call
-from tests.support import free_port, settings
+from testing.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually
+from testing.kube.proxy import ApiProxy, Call
+from testing.support import free_port, settings
 from webhook.kube.accounts import AccountCache
 from webhook.kube.missed import MissedPods
 from webhook.kube.reconciler import NamespaceReconciler

@@ -19,11 +19,11 @@ from typing import Any
 import pytest
 import yaml
 
+from testing.metrics import value
+from testing.servers import WebhookProcess, start
+from testing.support import FIXTURES, free_port, review_for
 from tests.aws.moto import CLUSTER, Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.metrics import value
-from tests.servers import WebhookProcess, start
-from tests.support import FIXTURES, free_port, review_for
 from webhook.app.metrics import Metrics
 
 ROOT = Path(__file__).resolve().parent.parent

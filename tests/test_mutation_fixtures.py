@@ -8,7 +8,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.support import apply, load_cases, readable, review_for, settings
+from testing.support import apply, load_cases, readable, review_for, settings
 from webhook.core.reviews import admit, parse
 
 CASES = load_cases("mutation")

@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.kube.controlplane import ControlPlane, eventually
-from tests.kube.harness import GIVEN, ROLE_KEY, Setup, post, run_pod, since
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, STATUS_KEY, TRACKING_ARN, decode_patch
+from testing.kube.controlplane import ControlPlane, eventually
+from testing.kube.harness import GIVEN, ROLE_KEY, Setup, post, run_pod, since
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, STATUS_KEY, TRACKING_ARN, decode_patch
 
 URI, ROLE, EXPERIMENT = (
     f"mlflow-webhook.io/{n}" for n in ("tracking-uri", "role-arn", "experiment")

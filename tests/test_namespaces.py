@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.support import FIXTURES, STATUS_KEY, apply, review_for, settings
+from testing.support import FIXTURES, STATUS_KEY, apply, review_for, settings
 from tests.test_inject import run_inject
 from webhook.core import namespaces
 from webhook.core.reviews import NAMESPACE_ERROR, admit, parse

@@ -7,7 +7,7 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.support import apply, review_for, settings
+from testing.support import apply, review_for, settings
 from webhook.core.reviews import BadReview, admit, parse
 
 INJECT = "mlflow-webhook.io/inject"

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from tests.kube.controlplane import ControlPlane
-from tests.support import STATUS_KEY, load_cases
+from testing.kube.controlplane import ControlPlane
+from testing.support import STATUS_KEY, load_cases
 from webhook.core.settings import TOKEN_DIR
 
 NAMESPACE = "pods-judged"

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from testing.servers import WebhookProcess
 from tests.e2e import chain
-from tests.servers import WebhookProcess
 from tests.test_end_to_end import cluster, webhook_for  # noqa: F401 - a fixture
 from webhook.core import policies
 

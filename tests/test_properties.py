@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.support import STATUS_KEY, apply, decode_patch, review_for, settings
+from testing.support import STATUS_KEY, apply, decode_patch, review_for, settings
 from tests.test_mutation_fixtures import shared_mount_paths
 from webhook.core.reviews import admit, parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME

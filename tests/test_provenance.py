@@ -1,7 +1,7 @@
 """Provenance, and the EKS pod-identity webhook's wiring, on the real control plane: workloads
 made by the real Job and Deployment controllers, and a Kubeflow-style PyTorchJob's master and
 worker, are created through the API server, which calls the installed webhook. Each
-container's environment is resolved as the kubelet would (`tests.kube.kubelet`), and the real
+container's environment is resolved as the kubelet would (`testing.kube.kubelet`), and the real
 MLflow client starts a run with exactly that environment, through the `sagemaker-mlflow`
 plugin, against a real `mlflow server`. The run's tags, read back from the server, name where
 it ran.
@@ -17,11 +17,11 @@ from typing import Any
 
 import pytest
 
+from testing.kube.controlplane import ControlPlane, eventually, installed
+from testing.kube.kubelet import environment
+from testing.servers import WebhookProcess
 from tests.e2e import chain, venv
 from tests.e2e.front import Front
-from tests.kube.controlplane import ControlPlane, eventually, installed
-from tests.kube.kubelet import environment
-from tests.servers import WebhookProcess
 
 pytestmark = pytest.mark.timeout(900)
 NS = "team-a"

@@ -15,8 +15,8 @@ BIN = Path(sys.executable).parent
 @pytest.mark.parametrize(
     "command",
     [
-        ["ruff", "check", "webhook", "tests", "benchmarks"],
-        ["ruff", "format", "--check", "webhook", "tests", "benchmarks"],
+        ["ruff", "check", "webhook", "tests", "benchmarks", "testing"],
+        ["ruff", "format", "--check", "webhook", "tests", "benchmarks", "testing"],
         ["mypy"],
         ["lint-imports"],
     ],

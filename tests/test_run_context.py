@@ -13,8 +13,8 @@ from hypothesis import given
 from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
-from tests.kube.kubelet import environment
-from tests.support import apply, review_for, settings
+from testing.kube.kubelet import environment
+from testing.support import apply, review_for, settings
 from webhook.core.provenance import check_tag_key, image_tags, parse_run_tags
 from webhook.core.reviews import admit, parse
 

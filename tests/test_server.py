@@ -11,8 +11,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, apply, captured, decode_patch, readable
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, apply, captured, decode_patch, readable
 
 STATUS = "mlflow-webhook.io/status"
 

@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from testing.kube.settings import BOOTSTRAP, GIVEN, ROOT, filled_copy, git_view, kustomize
+from testing.servers import WebhookProcess
 from tests.aws.moto import Moto
 from tests.aws.sagemaker import SageMakerEmulator
-from tests.kube.settings import BOOTSTRAP, GIVEN, ROOT, filled_copy, git_view, kustomize
-from tests.servers import WebhookProcess
 from tests.test_lifecycle import cli
 
 pytestmark = pytest.mark.skipif(shutil.which("kubectl") is None, reason="kubectl renders kustomize")

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.support import free_port
+from testing.support import free_port
 
 SERVE = ["serve", "--host", "127.0.0.1", "--port", "0", "--tracking-uri", "http://127.0.0.1:5000"]
 TOKEN = Path("/var/run/secrets/kubernetes.io/serviceaccount/token")

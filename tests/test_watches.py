@@ -9,10 +9,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.kube.controlplane import ControlPlane, eventually, replica
-from tests.metrics import value
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port
+from testing.kube.controlplane import ControlPlane, eventually, replica
+from testing.metrics import value
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port
 
 # Several minutes of a real control plane each on a busy machine, not the default two.
 pytestmark = pytest.mark.timeout(300)

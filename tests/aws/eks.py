@@ -16,9 +16,9 @@ import botocore.session
 import orjson
 from aiohttp import web
 
+from testing.threaded import Served, ThreadedApp
 from tests.aws.shapes import problems
 from tests.aws.wire import credential_scope
-from tests.threaded import Served, ThreadedApp
 
 MODEL = botocore.session.get_session().get_service_model("eks")
 PATH = "/clusters/{name}/pod-identity-associations"

@@ -22,9 +22,9 @@ import botocore.session
 from aiohttp import web
 from botocore.model import OperationModel
 
+from testing.threaded import Served, ThreadedApp
 from tests.aws.policy import Context, allows, evaluate, role_of
 from tests.aws.wire import Signed, Upstream
-from tests.threaded import Served, ThreadedApp
 
 _MODELS = {
     name: botocore.session.get_session().get_service_model(name)

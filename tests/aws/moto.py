@@ -15,7 +15,7 @@ import boto3
 from moto.moto_api import recorder
 from moto.server import ThreadedMotoServer
 
-from tests.support import free_port
+from testing.support import free_port
 
 REGION = "us-west-2"
 ACCOUNT = "123456789012"  # moto's default account

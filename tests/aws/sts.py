@@ -37,10 +37,10 @@ from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
+from testing.threaded import Served, ThreadedApp
 from tests.aws.gate import Denied, IamGate, error_response
 from tests.aws.policy import as_list, role_of, trusts
 from tests.aws.wire import Upstream
-from tests.threaded import Served, ThreadedApp
 
 ACTION = "sts:AssumeRoleWithWebIdentity"
 

@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from testing.kube import kubelet
+from testing.kube.controlplane import ControlPlane
+from testing.servers import WebhookProcess
+from testing.support import apply, decode_patch, free_port, kubeflow_worker_pod, review_for
 from tests.aws.gate import Call, IamGate
 from tests.aws.moto import ACCOUNT, REGION, Moto
 from tests.aws.sts import StsEmulator
 from tests.e2e import venv
 from tests.e2e.front import Front, Seen
-from tests.kube import kubelet
-from tests.kube.controlplane import ControlPlane
-from tests.servers import WebhookProcess
-from tests.support import apply, decode_patch, free_port, kubeflow_worker_pod, review_for
 from webhook.core import policies
 
 BUCKET = "mlflow-artifacts"

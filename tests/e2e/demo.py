@@ -22,11 +22,11 @@ from typing import Any
 
 import yaml
 
+from testing.servers import start
+from testing.support import kubeflow_worker_pod
 from tests.aws.sts import LocalIssuer
 from tests.e2e import chain, venv
 from tests.e2e.front import Front
-from tests.servers import start
-from tests.support import kubeflow_worker_pod
 
 
 def show(title: str, value: Any) -> None:

@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
+from testing.threaded import ThreadedApp
 from tests.aws.gate import Call, Caller, documents, find_caller
 from tests.aws.policy import evaluate, role_of
 from tests.aws.wire import Signed, Upstream
 from tests.e2e.routes import rpc, table
-from tests.threaded import ThreadedApp
 
 ROUTES = {  # ARN header -> the signing service the real front expects with it
     "x-mlflow-sm-tracking-server-arn": "sagemaker-mlflow",

@@ -2,7 +2,7 @@
 on loopback, with the webhook installed from `manifests/` and running as its own ServiceAccount.
 
 Where the API server decides an outcome (RBAC, admission, watch semantics, strategic merge,
-TokenRequest), tests use this and not the emulator in `tests/kube/apiserver.py`.
+TokenRequest), tests use this and not the emulator in `testing/kube/apiserver.py`.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from typing import Any
 
 import yaml
 
-from tests.kube.settings import filled, kustomize
-from tests.servers import WebhookProcess
-from tests.support import free_port
+from testing.kube.settings import filled, kustomize
+from testing.servers import WebhookProcess
+from testing.support import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 # A checkout beside ../shared (this workplace and its CI); MLFLOW_WEBHOOK_KUBE names another.

@@ -1,12 +1,12 @@
 """An emulator of the Kubernetes API server, kept only for a fault a real one will not produce on
 demand: `410 Gone` at a chosen moment (`compact`, then `drop_watches`; tests/test_cluster_gone.py).
 
-Every other cluster test runs on the real control plane (tests/kube/controlplane.py), because
+Every other cluster test runs on the real control plane (testing/kube/controlplane.py), because
 this emulator decides nothing the way the API server does: it enforces no RBAC (any token
 passes), runs no admission chain and no validation, treats strategic merge as merge, creates
 objects in namespaces that do not exist, and sends a namespace that newly matches a selector as
 MODIFIED. Faults the real server can be put through (a dropped watch, an API server that does
-not answer) are made by the proxy in tests/kube/proxy.py instead.
+not answer) are made by the proxy in testing/kube/proxy.py instead.
 
 It is served over real HTTPS on loopback and reached by the official `kubernetes` client through a
 real kubeconfig. It keeps the semantics the code depends on: resourceVersions, label selectors,
@@ -32,7 +32,7 @@ import orjson
 import yaml
 from aiohttp import web
 
-from tests.threaded import ThreadedApp
+from testing.threaded import ThreadedApp
 from webhook.tls.certs import ensure_self_signed
 
 Key = tuple[str, str, str]  # (resource, namespace, name)

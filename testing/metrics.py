@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import urllib.request
 
-from tests.servers import WebhookProcess
+from testing.servers import WebhookProcess
 
 _SAMPLE = re.compile(r"^(\w+)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'(\w+)="([^"]*)"')

@@ -19,7 +19,7 @@ from typing import Any
 
 import yaml
 
-from tests.support import ROLE_ARN, TRACKING_ARN
+from testing.support import ROLE_ARN, TRACKING_ARN
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "manifests" / "base" / "settings.env.example"

@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-from tests.support import ROLE_ARN, TRACKING_ARN
+from testing.support import ROLE_ARN, TRACKING_ARN
 
 
 def serve_command(cert_dir: Path, port: int, *args: str, cluster: bool = False) -> list[str]:

@@ -1,7 +1,7 @@
 """A sampled mutation score for `webhook/kube`.
 
     .venv/bin/pip install -e '.[test,mutation]'
-    nice -n 19 .venv/bin/python -m tests.mutants.kube [--sample N] [--seed S]
+    nice -n 19 .venv/bin/python -m testing.mutants.kube [--sample N] [--seed S]
 
 Every test of `webhook/kube` runs `mlflow-webhook serve` as a subprocess against a real control
 plane (or, for `410 Gone`, the API server emulator), so `mutmut run` cannot attribute a kill:
@@ -134,7 +134,7 @@ def snapshot(work: Path) -> str:
             raise SystemExit(f"{work} exists and is not a work folder of this runner; pick --work")
         shutil.rmtree(work)
     work.mkdir(parents=True)
-    (work / MARKER).write_text("made by python -m tests.mutants.kube\n")
+    (work / MARKER).write_text("made by python -m testing.mutants.kube\n")
     commit = _git("rev-parse", "HEAD").strip()
     archive = work / ".head.tar"
     with archive.open("wb") as out:
@@ -368,7 +368,7 @@ def report(mutants: Sequence[Mutant], outcomes: Sequence[Outcome], total: Counte
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.mutants.kube", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m testing.mutants.kube", description=__doc__)
     parser.add_argument("--sample", type=int, default=60, help="how many mutants (default 60)")
     parser.add_argument("--seed", type=int, default=15, help="the sample's seed (default 15)")
     parser.add_argument(

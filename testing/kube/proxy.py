@@ -28,7 +28,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.threaded import Served, ThreadedApp
+from testing.threaded import Served, ThreadedApp
 from webhook.tls.certs import ensure_self_signed
 
 HOP_BY_HOP = {

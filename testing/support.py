@@ -16,7 +16,7 @@ import yaml
 
 from webhook.core.settings import Settings
 
-FIXTURES = Path(__file__).parent / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures"
 REVIEWS = FIXTURES / "admission-reviews"
 STATUS_KEY = "mlflow-webhook.io/status"
 

@@ -17,10 +17,10 @@ from typing import Any
 import aiohttp
 from cryptography import x509
 
-from tests.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually, replica
-from tests.kube.proxy import ApiProxy
-from tests.servers import WebhookProcess
-from tests.support import ROLE_ARN, TRACKING_ARN, free_port, review_for
+from testing.kube.controlplane import NAMESPACE, WEBHOOK_SA, ControlPlane, eventually, replica
+from testing.kube.proxy import ApiProxy
+from testing.servers import WebhookProcess
+from testing.support import ROLE_ARN, TRACKING_ARN, free_port, review_for
 from webhook.tls import certs
 
 SA = "sagemaker-mlflow-sa"
