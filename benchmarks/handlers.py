@@ -27,7 +27,7 @@ from kubernetes import client
 
 from benchmarks import bodies
 from benchmarks.tenants import TEAM
-from tests.support import settings
+from tests.support import Body, settings
 from webhook.app import handlers
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
@@ -40,20 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import floor  # a script beside this one, not a package module
 
 
-class Request:
-    """What both handlers use of a request: its body and the body's length."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        self.content_length = len(raw)
-
-    async def read(self) -> bytes:
-        return self.raw
-
-
-async def per_call(
-    handler: Callable[[Any], Awaitable[Any]], request: Request, n: int = 300
-) -> float:
+async def per_call(handler: Callable[[Any], Awaitable[Any]], request: Body, n: int = 300) -> float:
     started = time.perf_counter()
     for _ in range(n):
         await handler(request)
@@ -106,8 +93,8 @@ async def main() -> None:
         raw = json.dumps(build()).encode()
         runs: dict[str, list[float]] = {base: [], mine: []}
         for _ in range(7):  # alternating, the best of each
-            runs[base].append(await per_call(base_handler, Request(raw)))
-            runs[mine].append(await per_call(our_handler, Request(raw)))
+            runs[base].append(await per_call(base_handler, Body(raw)))
+            runs[mine].append(await per_call(our_handler, Body(raw)))
         times = {label: min(found) for label, found in runs.items()}
         for label in total:
             total[label] += times[label]

@@ -10,9 +10,10 @@ import pytest
 
 from tests.support import apply, review_for, settings
 from webhook.core import accounts, policies, reviews
+from webhook.core.decisions import admit
 from webhook.core.mutation import mutate
 from webhook.core.optin import opt_in
-from webhook.core.reviews import admit, parse
+from webhook.core.reviews import parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
 ROLE_KEY = accounts.ROLE_ANNOTATION
