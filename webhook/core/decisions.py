@@ -8,8 +8,7 @@ with its status and patch, from the request and those facts alone.
 from __future__ import annotations
 
 import traceback
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from webhook.core.echo import text
 from webhook.core.mutation import Unreadable, mutate, unreadable, wants_account
@@ -22,8 +21,7 @@ MALFORMED = "malformed"
 INTERNAL_ERROR = "internal-error"
 
 
-@dataclass(frozen=True, slots=True)
-class Facts:
+class Facts(NamedTuple):
     """What the cluster says about the Pod's namespace, gathered before the decision."""
 
     # The settings that apply there: the namespace's own, else the global ones.
@@ -35,8 +33,7 @@ class Facts:
     account_exists: bool = True
 
 
-@dataclass(frozen=True, slots=True)
-class Screened:
+class Screened(NamedTuple):
     """A request, read, with the opt-in verdict: whether its Pod may be injected at all."""
 
     request: dict[str, Any]
@@ -57,8 +54,7 @@ class Screened:
         return self.reason == OPTED_IN
 
 
-@dataclass(frozen=True, slots=True)
-class _Unsafe:
+class _Unsafe(NamedTuple):
     reason: str
     warning: str = ""
 
