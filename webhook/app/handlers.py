@@ -60,7 +60,31 @@ class State:
 
 
 async def mutate(state: State, request: web.BaseRequest) -> web.Response:
+    """Parse; the opt-in verdict; for an opted-in Pod, the facts; the decision; the answer."""
     started = time.perf_counter()
+    req = await _review(state, request)
+    if isinstance(req, web.Response):
+        return req
+    if state.settings is None:
+        # Readiness keeps the API server away until startup is done; answer safely regardless.
+        warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
+        state.metrics.admitted("error", "not-ready")
+        return _json(respond(req["uid"], [], [warning]))
+    screened = screen(req, state.settings)
+    facts = Facts(state.settings)
+    if screened.opted_in:
+        asked = (state.settings, screened.namespace, screened.needs_account)
+        facts = state.facts.known(*asked) or await state.facts.gather(*asked)
+    result = decide(screened, facts)
+    elapsed = time.perf_counter() - started
+    state.metrics.admitted(result.outcome, result.reason)
+    state.metrics.latency.observe(elapsed)
+    _log(state, req, result, facts, elapsed)
+    return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
+
+
+async def _review(state: State, request: web.BaseRequest) -> dict[str, Any] | web.Response:
+    """The AdmissionReview's request, or the error answer for a body that holds none."""
     limit = state.config.max_body_bytes
     if (request.content_length or 0) > limit:
         # Refused on the header alone: no waiting for a body that may never come.
@@ -85,22 +109,7 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
         req = parse(review)
     except BadReview as exc:
         return _invalid(state, 400, str(exc))
-    if state.settings is None:
-        # Readiness keeps the API server away until startup is done; answer safely regardless.
-        warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
-        state.metrics.admitted("error", "not-ready")
-        return _json(respond(req["uid"], [], [warning]))
-    screened = screen(req, state.settings)
-    facts = Facts(state.settings)
-    if screened.opted_in:
-        asked = (state.settings, screened.namespace, screened.needs_account)
-        facts = state.facts.known(*asked) or await state.facts.gather(*asked)
-    result = decide(screened, facts)
-    elapsed = time.perf_counter() - started
-    state.metrics.admitted(result.outcome, result.reason)
-    state.metrics.latency.observe(elapsed)
-    _log(state, req, result, facts, elapsed)
-    return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
+    return req
 
 
 def _log(
