@@ -1,11 +1,16 @@
 """Our admission handler against the floor's, called in-process: no TLS, no sockets, no loop.
 
     .venv/bin/python -m benchmarks.handlers [--compare floor|namespace-settings|run-context]
+    .venv/bin/python -m benchmarks.handlers --instructions   # needs valgrind
 
 Separates the handler's own work (parse, decide, patch, metrics, decision log, response) from
 what HTTP and TLS cost, which `benchmarks.load` measures together. `--compare
 namespace-settings` times our handler with a namespace's own settings against the global ones:
 the one cost they add, reading the namespace's cached annotations and resolved settings.
+
+`--instructions` counts instead, under callgrind, the instructions our handler takes a request
+for each Pod of the mix (110 calls less 10, over 100, `PYTHONHASHSEED=0`): exact, and the same
+on a busy machine and a quiet one, where timings are not.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import functools
 import json
 import logging
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -27,7 +33,7 @@ from kubernetes import client
 
 from benchmarks import bodies
 from benchmarks.tenants import TEAM
-from testing.support import settings
+from testing.support import Body, settings
 from webhook.app import handlers
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
@@ -40,20 +46,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 import floor  # a script beside this one, not a package module
 
 
-class Request:
-    """What both handlers use of a request: its body and the body's length."""
-
-    def __init__(self, raw: bytes) -> None:
-        self.raw = raw
-        self.content_length = len(raw)
-
-    async def read(self) -> bytes:
-        return self.raw
-
-
-async def per_call(
-    handler: Callable[[Any], Awaitable[Any]], request: Request, n: int = 300
-) -> float:
+async def per_call(handler: Callable[[Any], Awaitable[Any]], request: Body, n: int = 300) -> float:
     started = time.perf_counter()
     for _ in range(n):
         await handler(request)
@@ -84,16 +77,47 @@ def ours(
     return functools.partial(handlers.mutate, state)
 
 
+def instructions() -> None:
+    """Each body's instructions a request: two runs under callgrind, 110 calls less 10."""
+    for name in bodies.MIX:
+        found = []
+        # Once outside valgrind first, so that neither counted run writes bytecode.
+        subprocess.run([sys.executable, "-m", "benchmarks.handlers", "--calls", name, "1"])
+        for calls in (10, 110):
+            command = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null"]
+            command += [sys.executable, "-m", "benchmarks.handlers", "--calls", name, str(calls)]
+            run = subprocess.run(
+                command, capture_output=True, text=True, env={**os.environ, "PYTHONHASHSEED": "0"}
+            )
+            [line] = [line for line in run.stderr.splitlines() if "Collected" in line]
+            found.append(int(line.split()[-1]))
+        print(f"{name:16} {(found[1] - found[0]) // 100:>10,} instructions a request")
+
+
+async def calls(name: str, count: int) -> None:
+    handler, raw = ours(None), json.dumps(bodies.MIX[name]()).encode()
+    for _ in range(count):
+        await handler(Body(raw))
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument(
         "--compare", choices=("floor", "namespace-settings", "run-context"), default="floor"
     )
+    parser.add_argument("--instructions", action="store_true")
+    parser.add_argument("--calls", nargs=2, metavar=("BODY", "N"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     configure("info")
     [log] = logging.getLogger().handlers
     assert isinstance(log, JsonHandler)
     log.fd = os.open(os.devnull, os.O_WRONLY)  # the decision log is written, to nowhere
+    if args.instructions:
+        instructions()
+        return
+    if args.calls:
+        await calls(args.calls[0], int(args.calls[1]))
+        return
     if args.compare == "floor":
         pair = {"floor": floor.mutate, "ours": ours(None)}
     elif args.compare == "run-context":
@@ -106,8 +130,8 @@ async def main() -> None:
         raw = json.dumps(build()).encode()
         runs: dict[str, list[float]] = {base: [], mine: []}
         for _ in range(7):  # alternating, the best of each
-            runs[base].append(await per_call(base_handler, Request(raw)))
-            runs[mine].append(await per_call(our_handler, Request(raw)))
+            runs[base].append(await per_call(base_handler, Body(raw)))
+            runs[mine].append(await per_call(our_handler, Body(raw)))
         times = {label: min(found) for label, found in runs.items()}
         for label in total:
             total[label] += times[label]

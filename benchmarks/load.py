@@ -42,7 +42,8 @@ import orjson
 from benchmarks import bodies, machine
 from testing.servers import serve_command
 from testing.support import ROLE_ARN, TRACKING_ARN, free_port, settings
-from webhook.core.reviews import admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import parse
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 
 HERE = Path(__file__).parent

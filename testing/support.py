@@ -25,6 +25,17 @@ ROLE_ARN = "arn:aws:iam::210987654321:role/SM_MLFLOW_ACCESS_ROLE"
 DEFAULT_SETTINGS: dict[str, Any] = {"tracking_uri": TRACKING_ARN, "role_arn": ROLE_ARN}
 
 
+class Body:
+    """What the admission handler reads of an HTTP request: its body and the body's length."""
+
+    def __init__(self, raw: bytes) -> None:
+        self.raw = raw
+        self.content_length = len(raw)
+
+    async def read(self) -> bytes:
+        return self.raw
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -19,7 +19,8 @@ from webhook.aws import bootstrap
 from webhook.aws.clients import BootstrapError
 from webhook.cli.main import main
 from webhook.core import namespaces, policies
-from webhook.core.reviews import admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import parse
 from webhook.core.settings import cross_account
 
 CENTRAL_ROLE = "arn:aws:iam::444455556666:role/central-mlflow"

@@ -9,10 +9,11 @@ from typing import Any
 import pytest
 
 from testing.support import apply, review_for, settings
-from webhook.core import accounts, policies, reviews
+from webhook.core import accounts, decisions, policies, reviews
+from webhook.core.decisions import admit
 from webhook.core.mutation import mutate
 from webhook.core.optin import opt_in
-from webhook.core.reviews import admit, parse
+from webhook.core.reviews import parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
 ROLE_KEY = accounts.ROLE_ANNOTATION
@@ -67,7 +68,7 @@ def test_the_fallback_catches_only_a_failure_of_our_own(monkeypatch: pytest.Monk
     def broken(*_: Any, **__: Any) -> Any:
         raise KeyError("env")
 
-    monkeypatch.setattr(reviews, "mutate", broken)
+    monkeypatch.setattr(decisions, "mutate", broken)
     result = decide({"metadata": OPTED_IN, "spec": {"containers": [MAIN]}})
     assert (result.outcome, result.reason, result.patch) == ("error", "internal-error", [])
     assert result.error == "KeyError: 'env'"

@@ -24,7 +24,8 @@ from hypothesis import strategies as st
 
 from testing.servers import WebhookProcess, start
 from testing.support import REVIEWS, settings
-from webhook.core.reviews import BadReview, admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import BadReview, parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
 # Kept as bytes: loading a fresh copy is several times quicker than copy.deepcopy.

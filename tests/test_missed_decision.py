@@ -11,7 +11,8 @@ import yaml
 
 from testing.support import FIXTURES, apply, review_for, settings
 from webhook.core import missed
-from webhook.core.reviews import admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import parse
 
 CASES = yaml.safe_load((FIXTURES / "missed" / "pods.yaml").read_text())
 NOW = dt.datetime(2026, 3, 1, 12, 0, tzinfo=dt.UTC)

@@ -9,7 +9,8 @@ import kubernetes_validate
 import pytest
 
 from testing.support import apply, load_cases, readable, review_for, settings
-from webhook.core.reviews import admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import parse
 
 CASES = load_cases("mutation")
 SCHEMA_VERSION = kubernetes_validate.latest_version()

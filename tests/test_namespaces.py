@@ -12,7 +12,8 @@ import yaml
 from testing.support import FIXTURES, STATUS_KEY, apply, review_for, settings
 from tests.test_inject import run_inject
 from webhook.core import namespaces
-from webhook.core.reviews import NAMESPACE_ERROR, admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import NAMESPACE_ERROR, parse
 
 CASES = yaml.safe_load((FIXTURES / "namespaces" / "settings.yaml").read_text())
 

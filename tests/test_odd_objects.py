@@ -8,7 +8,8 @@ import orjson
 import pytest
 
 from testing.support import apply, review_for, settings
-from webhook.core.reviews import BadReview, admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import BadReview, parse
 
 INJECT = "mlflow-webhook.io/inject"
 MAIN = {"name": "main", "image": "python:3.12"}

@@ -10,7 +10,8 @@ from hypothesis import strategies as st
 
 from testing.support import STATUS_KEY, apply, decode_patch, review_for, settings
 from tests.test_mutation_fixtures import shared_mount_paths
-from webhook.core.reviews import admit, parse
+from webhook.core.decisions import admit
+from webhook.core.reviews import parse
 from webhook.core.settings import TOKEN_DIR, TOKEN_VOLUME
 
 OURS = [

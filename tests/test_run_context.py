@@ -15,8 +15,9 @@ from hypothesis import strategies as st
 
 from testing.kube.kubelet import environment
 from testing.support import apply, review_for, settings
+from webhook.core.decisions import admit
 from webhook.core.provenance import check_tag_key, image_tags, parse_run_tags
-from webhook.core.reviews import admit, parse
+from webhook.core.reviews import parse
 
 LABEL = st.from_regex(r"\A[a-z0-9]([-a-z0-9]{0,20}[a-z0-9])?\Z")
 # A DNS subdomain: what the API server takes as a Pod's or a node's name.

@@ -7,7 +7,7 @@ import functools
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from typing import Any
 
 import orjson
@@ -19,18 +19,12 @@ from webhook.app.answers import json as _json
 from webhook.app.cluster import Cluster
 from webhook.app.config import ServeConfig
 from webhook.app.connections import BodyLate, Connection, Pool
+from webhook.app.facts import ClusterFacts, FactSource
 from webhook.app.logs import Events
 from webhook.app.metrics import CONTENT_TYPE, Metrics
+from webhook.core.decisions import MALFORMED, Facts, decide, screen
 from webhook.core.echo import clip, shown, text
-from webhook.core.namespaces import Annotations
-from webhook.core.reviews import (
-    NAMESPACE_ERROR,
-    BadReview,
-    admit,
-    parse,
-    respond,
-    sets_service_account,
-)
+from webhook.core.reviews import NAMESPACE_ERROR, Admission, BadReview, parse, respond
 from webhook.core.settings import Settings
 
 log = logging.getLogger("webhook.admission")
@@ -47,8 +41,15 @@ class State:
     in_flight: int = 0
     idle: asyncio.Event = field(default_factory=asyncio.Event)
     pool: Pool = field(init=False)
+    # What the decision needs to know of the cluster: its caches, unless `facts_from` (a test's
+    # table) says otherwise.
+    facts: FactSource = field(init=False)
+    facts_from: InitVar[FactSource | None] = None
 
-    def __post_init__(self) -> None:
+    def __post_init__(self, facts_from: FactSource | None) -> None:
+        self.facts = facts_from or ClusterFacts(
+            lambda: self.cluster, self.config.namespace_settings
+        )
         if self.cluster is not None:
             self.cluster.metrics = self.metrics
         self.metrics.ready.set_function(lambda: 1 if self.ready else 0)
@@ -57,7 +58,31 @@ class State:
 
 
 async def mutate(state: State, request: web.BaseRequest) -> web.Response:
+    """Parse; the opt-in verdict; for an opted-in Pod, the facts; the decision; the answer."""
     started = time.perf_counter()
+    req = await _review(state, request)
+    if isinstance(req, web.Response):
+        return req
+    if state.settings is None:
+        # Readiness keeps the API server away until startup is done; answer safely regardless.
+        warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
+        state.metrics.admitted("error", "not-ready")
+        return _json(respond(req["uid"], [], [warning]))
+    screened = screen(req, state.settings)
+    facts = Facts(state.settings)
+    if screened.opted_in:
+        asked = (state.settings, screened.namespace, screened.needs_account)
+        facts = state.facts.known(*asked) or await state.facts.gather(*asked)
+    result = decide(screened, facts)
+    elapsed = time.perf_counter() - started
+    state.metrics.admitted(result.outcome, result.reason)
+    state.metrics.latency.observe(elapsed)
+    _log(state, req, result, facts, elapsed)
+    return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
+
+
+async def _review(state: State, request: web.BaseRequest) -> dict[str, Any] | web.Response:
+    """The AdmissionReview's request, or the error answer for a body that holds none."""
     limit = state.config.max_body_bytes
     if (request.content_length or 0) > limit:
         # Refused on the header alone: no waiting for a body that may never come.
@@ -82,27 +107,13 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
         req = parse(review)
     except BadReview as exc:
         return _invalid(state, 400, str(exc))
-    if state.settings is None:
-        # Readiness keeps the API server away until startup is done; answer safely regardless.
-        warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
-        state.metrics.admitted("error", "not-ready")
-        return _json(respond(req["uid"], [], [warning]))
-    namespace = text(req.get("namespace"), 253)
-    known = _known_settings(state, state.settings, namespace)
-    if known is None:
-        settings, problem, account = await _namespace_settings(state, state.settings, namespace)
-    else:
-        (settings, problem), account = known, None
-    result = admit(req, settings, namespace_error=problem)
-    if account is None and sets_service_account(result.patch):
-        account = _known_account(state, result.namespace)
-        if account is None:
-            account = await _account_exists(state, result.namespace)
-    if account is False and sets_service_account(result.patch):
-        result = admit(req, settings, account_exists=False, namespace_error=problem)
-    elapsed = time.perf_counter() - started
-    state.metrics.admitted(result.outcome, result.reason)
-    state.metrics.latency.observe(elapsed)
+    return req
+
+
+def _log(
+    state: State, req: dict[str, Any], result: Admission, facts: Facts, elapsed: float
+) -> None:
+    """The decision log: one line a request, at a level that says whether anything is wrong."""
     # Fields from the request are clipped: a log line must not grow with what a client sends.
     fields: dict[str, Any] = {
         "uid": clip(result.uid),
@@ -126,115 +137,13 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
         events.log(
             logging.ERROR,
             f"admission: the namespace's own MLflow settings are unusable, Pod admitted "
-            f"unchanged: {problem}",
+            f"unchanged: {facts.namespace_error}",
             fields,
         )
-    elif result.reason == "malformed":
+    elif result.reason == MALFORMED:
         events.log(logging.WARNING, "admission: a Pod it cannot read, admitted unchanged", fields)
     else:
         events.log(logging.INFO, "admission", fields)
-    return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
-
-
-def _known_settings(
-    state: State, settings: Settings, namespace: str
-) -> tuple[Settings, str] | None:
-    """The settings for a Pod in `namespace`, or the global ones and why its own are unusable,
-    when no lookup is needed (None: the namespace is not in the watch's cache).
-
-    Most requests end here, without a coroutine of their own.
-    """
-    cluster = state.cluster
-    if cluster is None or not state.config.namespace_settings or not namespace:
-        return settings, ""
-    cache, resolve = cluster.namespaces, cluster.resolve
-    if cache is None or resolve is None:
-        # Never the global settings for a namespace that may name its own.
-        return settings, "they are not known yet: the cluster side has not started"
-    annotations = cache.known(namespace)
-    if annotations is None:
-        return None
-    return _resolved(state, settings, annotations)
-
-
-def _resolved(state: State, settings: Settings, annotations: Annotations) -> tuple[Settings, str]:
-    """What a namespace's annotations resolve to: its settings, else the global ones and why."""
-    resolve = state.cluster.resolve if state.cluster is not None else None
-    if not annotations or resolve is None:
-        return settings, ""
-    resolved = resolve(annotations)
-    return resolved.settings or settings, resolved.error
-
-
-async def _namespace_settings(
-    state: State, settings: Settings, namespace: str
-) -> tuple[Settings, str, bool | None]:
-    """`_known_settings` for a namespace the watch's cache does not hold (its first Pod, most
-    often); and whether our ServiceAccount is there, which a lookup made here asked.
-
-    The namespace's one bounded lookup runs beside the ServiceAccount's, so the two cost one
-    wait.
-    """
-    cluster = state.cluster
-    cache = cluster.namespaces if cluster is not None else None
-    if cache is None:
-        return settings, "they are not known yet: the cluster side has not started", None
-    looked, account = await asyncio.gather(
-        _lookup(asyncio.to_thread(cache.lookup, namespace), cache.timeout),
-        _account_exists(state, namespace),
-    )
-    if isinstance(looked, BaseException):
-        log.warning(
-            "namespace lookup failed", extra={"namespace": namespace, "error": repr(looked)}
-        )
-        annotations = cache.last_known(namespace)
-        if annotations is None:
-            return settings, f"they could not be read ({type(looked).__name__})", account
-    else:
-        annotations = looked
-    return (*_resolved(state, settings, annotations), account)
-
-
-async def _lookup(call: Any, timeout: float) -> Any:
-    """The lookup's result, or the exception it raised: one failure must not cancel the other."""
-    try:
-        return await asyncio.wait_for(call, timeout + 0.5)
-    except Exception as error:  # noqa: BLE001 - the caller reports it
-        return error
-
-
-def _known_account(state: State, namespace: str) -> bool | None:
-    """Whether the Pod may be given our ServiceAccount, when that is known without a lookup
-    (None: the cache does not hold the namespace's). Most requests end here."""
-    if state.cluster is None:
-        return True  # no cluster access: nothing to check against
-    accounts = state.cluster.accounts
-    if accounts is None:
-        return False  # the cluster side is still starting: unknown counts as missing
-    return True if accounts.known(namespace) else None
-
-
-async def _account_exists(state: State, namespace: str) -> bool:
-    """`_known_account`, else one bounded lookup.
-
-    That lookup on a cache miss is the only API-server call on the request path, for a
-    namespace labelled a moment before its first Pod, before the reconciler has run.
-    """
-    known = _known_account(state, namespace)
-    if known is not None:
-        return known
-    accounts = state.cluster.accounts if state.cluster is not None else None
-    if accounts is None:
-        return False
-    try:
-        return await asyncio.wait_for(
-            asyncio.to_thread(accounts.lookup, namespace), accounts.timeout + 0.5
-        )
-    except Exception as error:  # noqa: BLE001 - unknown counts as missing: never risk a rejection
-        log.warning(
-            "ServiceAccount lookup failed", extra={"namespace": namespace, "error": repr(error)}
-        )
-        return False
 
 
 def _invalid(state: State, status: int, message: str, *, close: bool = False) -> web.Response:

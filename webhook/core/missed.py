@@ -15,6 +15,7 @@ from typing import Any, Literal, cast
 
 import orjson
 
+from webhook.core.mutation import ACCOUNT_MISSING
 from webhook.core.optin import opt_in
 from webhook.core.settings import Credentials, Settings, TrackingTarget
 
@@ -26,8 +27,9 @@ Status = Literal["absent", "service-account-kept", "present"]
 ACTIVE_PODS = "status.phase!=Succeeded,status.phase!=Failed"
 EVENT_REASON = "MLflowInjectionMissed"
 COMPONENT = "mlflow-webhook"
-# What the mutation writes when our ServiceAccount was missing (webhook/core/mutation.py).
-_ACCOUNT_MISSING = "does not exist in this namespace yet"
+# How a status written before notes had codes says it (0.1.0): such Pods may still
+# be running, and are still found.
+_ACCOUNT_MISSING_BEFORE_CODES = "does not exist in this namespace yet"
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,13 +101,17 @@ def _kept_account(raw: str) -> str:
     if not isinstance(status, dict):
         return ""
     for note in status.get("skipped") or ():
-        if (
-            isinstance(note, dict)
-            and note.get("target") == "serviceAccount"
-            and _ACCOUNT_MISSING in str(note.get("reason"))
-        ):
+        if isinstance(note, dict) and _account_missing(note):
             return str(status.get("serviceAccount") or "default")
     return ""
+
+
+def _account_missing(note: dict[str, Any]) -> bool:
+    if note.get("target") != "serviceAccount":
+        return False
+    if "code" in note:
+        return bool(note["code"] == ACCOUNT_MISSING)
+    return _ACCOUNT_MISSING_BEFORE_CODES in str(note.get("reason"))
 
 
 def reason(pod: PodFacts, namespace_opted_in: bool) -> Reason | None:

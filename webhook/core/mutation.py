@@ -48,15 +48,31 @@ _STRING_OR_NULL = (str, type(None))
 _LIST_OR_NULL = (list, type(None))
 
 
+# The code of the note a Pod gets when it keeps its own ServiceAccount because ours is missing:
+# what the missed-Pod watch looks for (webhook/core/missed.py).
+ACCOUNT_MISSING = "service-account-missing"
+# Annotation values read and left out: the run context's, or IRSA's.
+ANNOTATION_INVALID = "annotation-invalid"
+
+
 @dataclass(frozen=True)
 class Note:
-    """Something left alone, and why; kept in the status annotation."""
+    """Something left alone, and why; kept in the status annotation.
+
+    `code` is for programs to compare (a few fixed words, `ACCOUNT_MISSING` for one); `reason`
+    is for people, and its wording may change.
+    """
 
     target: str
     reason: str
+    code: str
 
     def as_dict(self) -> dict[str, str]:
-        return {"target": self.target, "reason": self.reason}
+        return {"target": self.target, "code": self.code, "reason": self.reason}
+
+    def same(self, note: dict[str, Any]) -> bool:
+        """Whether a status's note says this one, written with its code or before codes were."""
+        return note.get("target") == self.target and note.get("reason") == self.reason
 
     def warning(self) -> str:
         # Targets hold names from the Pod, which the API server has not validated yet.
@@ -181,9 +197,9 @@ def mutate(
     token_name = _token_name(spec) if irsa else ""
     namespace = namespace or _string(metadata.get("namespace"))
     where = provenance(metadata, settings, namespace, out.service_account)
-    out.notes += [Note(target, reason) for target, reason in where.problems]
+    out.notes += [Note(target, reason, ANNOTATION_INVALID) for target, reason in where.problems]
     if irsa is not None:
-        out.notes += [Note(target, reason) for target, reason in irsa.problems]
+        out.notes += [Note(target, reason, ANNOTATION_INVALID) for target, reason in irsa.problems]
     every = _Wanted(env, where)
     mounted = False
     for list_name in ("initContainers", "containers"):
@@ -251,7 +267,7 @@ def _credentials(
     """Whether this container gets the token's mount, as the pod-identity webhook decides it;
     `own` keeps the role and the token file only where it would add them."""
     if container.get("name", "") in irsa.skipped:
-        reason = f"no AWS credentials: {SKIP_CONTAINERS} names it"
+        code, reason = "credentials-skipped", f"no AWS credentials: {SKIP_CONTAINERS} names it"
     elif names.isdisjoint(_IDENTITY):
         return True
     else:
@@ -261,19 +277,21 @@ def _credentials(
         role: dict[str, Any] = next(
             (e for e in container.get("env") or () if e.get("name") == _IDENTITY[0]), {}
         )
-        reason = ""
+        code = reason = ""
         if len(has) == 1:
             other = _IDENTITY[1 - _IDENTITY.index(has[0])]
+            code = "credentials-partial"
             reason = f"sets {has[0]} but not {other}: added neither, as the EKS webhook does"
         elif role.get("value") != own[_IDENTITY[0]] or "valueFrom" in role:
-            reason = f"kept its own {_IDENTITY[0]}"
+            code, reason = "credentials-kept", f"kept its own {_IDENTITY[0]}"
         elif irsa.windows and _value(container, _IDENTITY[1]).startswith("/"):
             # Another webhook's, which read no spec.os.name: on Windows no token is there.
+            code = "token-file-linux-path"
             reason = f"kept its {_IDENTITY[1]}, a Linux path, though the Pod runs on Windows"
     for key in _IDENTITY:
         own.pop(key, None)
     if reason:
-        out.notes.append(Note(_target(path, container), reason))
+        out.notes.append(Note(_target(path, container), reason, code))
     return container.get("name", "") not in irsa.skipped
 
 
@@ -286,12 +304,32 @@ def _value(container: dict[str, Any], name: str) -> str:
     return ""
 
 
+def wants_account(pod: dict[str, Any], settings: Settings) -> bool:
+    """Whether this opted-in Pod would be given our ServiceAccount: whether it matters that the
+    account exists. A Pod that names it already, or keeps its own by policy, does not care."""
+    current = mapping(pod.get("spec")).get("serviceAccountName") or ""
+    return current != settings.service_account and (
+        current in DEFAULT_SERVICE_ACCOUNTS or settings.service_account_policy != "keep"
+    )
+
+
 def _service_account(
     spec: dict[str, Any], settings: Settings, account_exists: bool, out: Mutation
 ) -> None:
     current = spec.get("serviceAccountName") or ""
     target = out.service_account = settings.service_account
     if current == target:
+        return
+    if current not in DEFAULT_SERVICE_ACCOUNTS and settings.service_account_policy == "keep":
+        out.notes.append(
+            Note(
+                "serviceAccount",
+                f"kept the Pod's ServiceAccount {current!r} instead of {target!r}; "
+                "it needs the IAM access that MLflow tracking requires",
+                "own-service-account-kept",
+            )
+        )
+        out.service_account = current
         return
     if not account_exists:
         out.service_account = current or "default"
@@ -300,21 +338,16 @@ def _service_account(
                 "serviceAccount",
                 f"ServiceAccount {target!r} does not exist in this namespace yet, so the Pod keeps "
                 f"{out.service_account!r}; recreate the Pod once it exists for AWS credentials",
+                ACCOUNT_MISSING,
             )
         )
         return
     if current not in DEFAULT_SERVICE_ACCOUNTS:
-        if settings.service_account_policy == "keep":
-            out.notes.append(
-                Note(
-                    "serviceAccount",
-                    f"kept the Pod's ServiceAccount {current!r} instead of {target!r}; "
-                    "it needs the IAM access that MLflow tracking requires",
-                )
+        out.notes.append(
+            Note(
+                "serviceAccount", f"replaced ServiceAccount {current!r}", "service-account-replaced"
             )
-            out.service_account = current
-            return
-        out.notes.append(Note("serviceAccount", f"replaced ServiceAccount {current!r}"))
+        )
     out.patch.append({"op": "add", "path": "/spec/serviceAccountName", "value": target})
     # The deprecated alias must agree, or the API server's validation rejects the Pod.
     if "serviceAccount" in spec and spec["serviceAccount"] != target:
@@ -336,7 +369,11 @@ def _wanted_containers(
     }
     for missing in sorted(names - present):
         out.notes.append(
-            Note(f"container/{missing}", "named in the containers annotation but not in the Pod")
+            Note(
+                f"container/{missing}",
+                "named in the containers annotation but not in the Pod",
+                "container-not-found",
+            )
         )
     return names
 
@@ -411,7 +448,7 @@ def _missing(
             if isinstance(v, dict) or set(taken).isdisjoint(references(v))
         }
         reason = f"defines {' and '.join(taken)} itself, so it gets no run context of ours"
-        out.notes.append(Note(_target(path, container), reason))
+        out.notes.append(Note(_target(path, container), reason, "run-context-skipped"))
     missing: list[Any] = []
     differ: list[str] = []
     for name, value in env.items():
@@ -435,7 +472,9 @@ def _missing(
     used = {n for e in missing if isinstance(e.get("value"), str) for n in references(e["value"])}
     for name in differ:
         if name not in DOWNWARD or name in used:
-            out.notes.append(Note(_target(path, container), f"kept its own {name}"))
+            out.notes.append(
+                Note(_target(path, container), f"kept its own {name}", "variable-kept")
+            )
     return [e for e in missing if e["name"] not in DOWNWARD or e["name"] in used]
 
 
@@ -481,7 +520,7 @@ def _mounts(container: dict[str, Any], path: str, name: str, out: Mutation) -> t
             f"{TOKEN_DIR} holds its volume {shown(other)}, not the web identity token, so "
             f"{IDENTITY_FILE_VAR} names a file of that volume"
         )
-        out.notes.append(Note(_target(path, container), reason))
+        out.notes.append(Note(_target(path, container), reason, "token-directory-taken"))
     return f"{TOKEN_DIR}/{name}", mounted
 
 
@@ -523,7 +562,7 @@ def _status(pod: dict[str, Any], settings: Settings, out: Mutation) -> None:
         injected = [n for n in previous.get("injected") or () if isinstance(n, str)]
         injected += [n for n in out.injected if n not in injected]
         old_notes = [n for n in previous.get("skipped") or () if isinstance(n, dict)]
-        out.new_notes = [n for n in out.new_notes if n.as_dict() not in old_notes]
+        out.new_notes = [n for n in out.new_notes if not any(map(n.same, old_notes))]
     status = {
         "injected": injected,
         "serviceAccount": out.service_account,
