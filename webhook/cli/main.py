@@ -9,6 +9,7 @@ import os
 import signal
 import sys
 from pathlib import Path
+from typing import Any
 
 from webhook import __version__
 from webhook.app.config import Bootstrap, ServeConfig
@@ -64,6 +65,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mlflow-webhook {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
+    _serve_parser(commands)
+    _bootstrap_parser(commands)
+    _iam_policy_parser(commands)
+    _ui_url_parser(commands)
+    _inject_parser(commands)
+    audit.add_parser(commands)
+    teardown.add_parser(commands)
+    _certs_parser(commands)
+    return parser
+
+
+def _serve_parser(commands: Any) -> None:
     p = command(
         commands,
         "serve",
@@ -91,6 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
         standalone=False,
     )
 
+
+def _bootstrap_parser(commands: Any) -> None:
     p = command(
         commands,
         "bootstrap",
@@ -106,6 +121,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_bootstrap_flags(p, standalone=True)
 
+
+def _iam_policy_parser(commands: Any) -> None:
     p = command(
         commands,
         "iam-policy",
@@ -154,6 +171,8 @@ def build_parser() -> argparse.ArgumentParser:
         "empty file behind when the command fails)",
     )
 
+
+def _ui_url_parser(commands: Any) -> None:
     p = command(
         commands,
         "ui-url",
@@ -170,6 +189,8 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--tracking-server-arn", help="tracking server or MLflow App ARN (overrides the name)")
     add(p, "--expires-seconds", type=int, default=300, help="how long the URL may be used (5-300)")
 
+
+def _inject_parser(commands: Any) -> None:
     p = command(
         commands,
         "inject",
@@ -202,9 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
         "namespace's mlflow-webhook.io/experiment gives its Pods",
     )
 
-    audit.add_parser(commands)
-    teardown.add_parser(commands)
 
+def _certs_parser(commands: Any) -> None:
     p = command(
         commands,
         "certs",
@@ -217,7 +237,6 @@ def build_parser() -> argparse.ArgumentParser:
     add(p, "--service", default="mlflow-webhook", help="the webhook's Service name")
     add(p, "--namespace", default="mlflow-webhook", help="the webhook's namespace")
     add(p, "--out", default="certs", help="folder to write ca.crt, ca.key, tls.crt and tls.key to")
-    return parser
 
 
 def main(argv: list[str] | None = None) -> int:

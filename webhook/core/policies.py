@@ -271,7 +271,17 @@ def bootstrap_identity(scope: Scope) -> Document:
         return document(*statements)
     if not scope.cluster:
         raise ValueError(f"--credentials {scope.credentials} needs the cluster's name")
-    statements += [
+    statements += _pod_side(pod_role, pod_policy)
+    if scope.credentials == "irsa":
+        statements += _irsa(scope, cluster)
+    else:
+        statements += _pod_identity(cluster, pod_role)
+    return document(*statements)
+
+
+def _pod_side(pod_role: str, pod_policy: str) -> list[Document]:
+    """The Pods' role and policy, made and kept as the bootstrap wants them."""
+    return [
         # The Pods' policy: created, and given a new default version when it drifts (IAM keeps
         # five, so the oldest non-default one is deleted first). CreatePolicy with tags needs
         # TagPolicy.
@@ -305,45 +315,50 @@ def bootstrap_identity(scope: Scope) -> Document:
             ArnEquals={"iam:PolicyARN": pod_policy},
         ),
     ]
-    if scope.credentials == "irsa":
-        if not scope.issuer:
-            raise ValueError("--credentials irsa needs the cluster's OIDC issuer")
-        host = scope.issuer.removeprefix("https://")
-        statements += [
-            _allow("Cluster", cluster, "eks:DescribeCluster"),  # to learn the OIDC issuer
-            # Listing has no resource type in IAM: it can only be granted on "*".
-            _allow("FindOidcProvider", "*", "iam:ListOpenIDConnectProviders"),
-            # This cluster's provider only: created (tagged), or given the sts audience.
-            _allow(
-                "OidcProvider",
-                scope.iam("oidc-provider", host),
-                "iam:GetOpenIDConnectProvider",
-                "iam:CreateOpenIDConnectProvider",
-                "iam:TagOpenIDConnectProvider",
-                "iam:AddClientIDToOpenIDConnectProvider",
-            ),
-        ]
-    else:
-        statements += [
-            # One association per namespace, on this cluster only.
-            _allow(
-                "PodIdentity",
-                cluster,
-                "eks:ListPodIdentityAssociations",
-                "eks:CreatePodIdentityAssociation",
-            ),
-            # Creating an association passes the role: "The IAM principal that is creating the
-            # association must have iam:PassRole" (EKS User Guide, "Configure a Kubernetes
-            # service account to assume an IAM role with EKS Pod Identity",
-            # https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html).
-            _allow(
-                "PassPodRole",
-                pod_role,
-                "iam:PassRole",
-                StringEquals={"iam:PassedToService": "pods.eks.amazonaws.com"},
-            ),
-        ]
-    return document(*statements)
+
+
+def _irsa(scope: Scope, cluster: str) -> list[Document]:
+    """IRSA: the cluster's OIDC provider, found or made."""
+    if not scope.issuer:
+        raise ValueError("--credentials irsa needs the cluster's OIDC issuer")
+    host = scope.issuer.removeprefix("https://")
+    return [
+        _allow("Cluster", cluster, "eks:DescribeCluster"),  # to learn the OIDC issuer
+        # Listing has no resource type in IAM: it can only be granted on "*".
+        _allow("FindOidcProvider", "*", "iam:ListOpenIDConnectProviders"),
+        # This cluster's provider only: created (tagged), or given the sts audience.
+        _allow(
+            "OidcProvider",
+            scope.iam("oidc-provider", host),
+            "iam:GetOpenIDConnectProvider",
+            "iam:CreateOpenIDConnectProvider",
+            "iam:TagOpenIDConnectProvider",
+            "iam:AddClientIDToOpenIDConnectProvider",
+        ),
+    ]
+
+
+def _pod_identity(cluster: str, pod_role: str) -> list[Document]:
+    """EKS Pod Identity: an association per namespace, which passes the Pods' role."""
+    return [
+        # One association per namespace, on this cluster only.
+        _allow(
+            "PodIdentity",
+            cluster,
+            "eks:ListPodIdentityAssociations",
+            "eks:CreatePodIdentityAssociation",
+        ),
+        # Creating an association passes the role: "The IAM principal that is creating the
+        # association must have iam:PassRole" (EKS User Guide, "Configure a Kubernetes
+        # service account to assume an IAM role with EKS Pod Identity",
+        # https://docs.aws.amazon.com/eks/latest/userguide/pod-id-association.html).
+        _allow(
+            "PassPodRole",
+            pod_role,
+            "iam:PassRole",
+            StringEquals={"iam:PassedToService": "pods.eks.amazonaws.com"},
+        ),
+    ]
 
 
 def _server_side(scope: Scope, server_role: str) -> list[Document]:
