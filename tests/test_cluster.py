@@ -568,6 +568,27 @@ def test_drift_warnings(cluster: Setup, case: str) -> None:
         cluster.plane.delete("mutatingwebhookconfiguration", RENAMED)
 
 
+
+def test_a_drift_check_that_fails_warns_and_admission_keeps_its_caches(cluster: Setup) -> None:
+    """The configuration's read answered 500 at startup: one warning that says the check could
+    not run, and the caches admission reads are made all the same, so an opted-in Pod is
+    injected with its namespace's settings rather than left out as if they were wrong."""
+    namespace = cluster.namespace("drift-unread")
+    cluster.install()
+    cluster.proxied()
+    proxy = cluster.proxy
+    assert proxy is not None
+    proxy.refuse(lambda c: "/mutatingwebhookconfigurations/" in c.path, 500)
+    server = cluster.start("one", *GIVEN, proxied=True)
+    warned = [e["msg"] for e in server.logs if e.get("check") == "webhook configuration"]
+    assert len(warned) == 1
+    assert warned[0].startswith("could not check the webhook configuration for drift")
+    eventually(lambda: cluster.service_account(namespace) is not None, what="our account made")
+    answer = post(server, namespace)
+    assert {"op": "add", "path": "/spec/serviceAccountName", "value": SA} in decode_patch(answer)
+    assert not answer["response"].get("warnings")
+
+
 # Without the cluster
 
 

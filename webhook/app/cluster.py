@@ -105,12 +105,21 @@ class Cluster:
         )
         self._elector.start()
 
+    def _check_drift(self) -> None:
+        """Warnings only: a check that fails says so and must not keep admission's caches from
+        being made after it."""
+        try:
+            warnings = drift_warnings(
+                self.api, self.config.webhook_config_name, self.config.namespace
+            )
+        except Exception as error:  # noqa: BLE001 - any failure of a check is one warning
+            warnings = [f"could not check the webhook configuration for drift: {error}"]
+        for warning in warnings:
+            log.warning(warning, extra={"check": "webhook configuration"})
+
     def watch(self, settings: Settings) -> None:
         """Once settings exist: check for drift, and (on the leader) reconcile namespaces."""
-        for warning in drift_warnings(
-            self.api, self.config.webhook_config_name, self.config.namespace
-        ):
-            log.warning(warning, extra={"check": "webhook configuration"})
+        self._check_drift()
         self.accounts = AccountCache(self.api, settings.service_account, self.config.lookup_timeout)
         role = settings.role_arn if settings.credentials == "irsa" else None
         if self.serve.namespace_settings:

@@ -426,7 +426,7 @@ def _ui_url(args: argparse.Namespace) -> int:
     try:
         url = adapters.of(kind).ui_url(clients, name, arn, args.expires_seconds)
     except AWS_ERRORS as error:
-        raise explain(error, kind.what(name)) from error
+        raise explain(error, kind.what(arn or name)) from error
     print(url)
     print(
         f"valid for {args.expires_seconds} seconds to open; the UI session then lasts 12 hours",

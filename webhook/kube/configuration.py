@@ -14,10 +14,14 @@ class Unreadable(Exception):
     """A configuration we may not read: RBAC lacks the grant; the message names it."""
 
 
+# A warning's check, once at start: it must not hold the start up for long.
+READ_TIMEOUT_SECONDS = 10
+
+
 def _read(api: client.AdmissionregistrationV1Api, name: str) -> dict[str, Any] | None:
     """The configuration, None when it does not exist; a 403 is not a 404, it is raised."""
     try:
-        found = api.read_mutating_webhook_configuration(name)
+        found = api.read_mutating_webhook_configuration(name, _request_timeout=READ_TIMEOUT_SECONDS)
     except client.ApiException as error:
         if error.status == 404:
             return None
