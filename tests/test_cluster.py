@@ -568,7 +568,6 @@ def test_drift_warnings(cluster: Setup, case: str) -> None:
         cluster.plane.delete("mutatingwebhookconfiguration", RENAMED)
 
 
-
 def test_a_drift_check_that_fails_warns_and_admission_keeps_its_caches(cluster: Setup) -> None:
     """The configuration's read answered 500 at startup: one warning that says the check could
     not run, and the caches admission reads are made all the same, so an opted-in Pod is
