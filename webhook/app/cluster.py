@@ -113,7 +113,9 @@ class Cluster:
                 self.api, self.config.webhook_config_name, self.config.namespace
             )
         except Exception as error:  # noqa: BLE001 - any failure of a check is one warning
-            warnings = [f"could not check the webhook configuration for drift: {error}"]
+            warnings = [
+                f"could not check the webhook configuration for drift: {errors.describe(error)}"
+            ]
         for warning in warnings:
             log.warning(warning, extra={"check": "webhook configuration"})
 
