@@ -14,9 +14,8 @@ from typing import Any
 
 import pytest
 
-from testing.servers import WebhookProcess
 from tests.aws.eks import EksPodIdentityEmulator
-from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto
+from tests.aws.moto import ACCOUNT, CLUSTER, REGION, Moto, serve_bootstrapping
 from tests.aws.sagemaker import SageMakerEmulator
 from tests.test_iam_enforced import READS
 from webhook.aws import bootstrap
@@ -427,18 +426,7 @@ def test_serve_bootstraps_at_startup_and_is_ready_once_usable(
     """No tracking URI: serve runs the bootstrap off the request path; --wait holds readiness."""
     _, emulator = aws
     emulator.transition_seconds = 2.0
-    server = WebhookProcess(
-        tmp_path,
-        "--self-signed",
-        "--cluster-name",
-        CLUSTER,
-        "--artifact-store-uri",
-        URI,
-        "--trust-namespaces",
-        "team-a",
-        "--wait",
-        env=dict(os.environ),
-    )
+    server = serve_bootstrapping(tmp_path, URI)
     try:
         context = server.client_context()
 

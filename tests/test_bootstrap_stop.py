@@ -4,12 +4,10 @@ AWS call left holding it open."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 from testing.metrics import value
-from testing.servers import WebhookProcess
-from tests.aws.moto import CLUSTER, Moto
+from tests.aws.moto import Moto, serve_bootstrapping
 from tests.aws.sagemaker import SageMakerEmulator
 
 
@@ -18,18 +16,7 @@ def test_sigterm_ends_the_wait_for_a_tracking_server(
 ) -> None:
     _, emulator = aws
     emulator.transition_seconds = 3600.0  # still Creating when the signal comes
-    server = WebhookProcess(
-        tmp_path,
-        "--self-signed",
-        "--cluster-name",
-        CLUSTER,
-        "--artifact-store-uri",
-        "s3://team-mlflow/artifacts",
-        "--trust-namespaces",
-        "team-a",
-        "--wait",
-        env=dict(os.environ),
-    )
+    server = serve_bootstrapping(tmp_path, "s3://team-mlflow/artifacts")
     try:
         server.wait_for_log("tracking server mlflow-tracking: Creating", timeout=60)
         assert value(server, "mlflow_webhook_ready") == 0

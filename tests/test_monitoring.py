@@ -5,7 +5,6 @@ alerts and the dashboard query. Debian's `prometheus` package provides both bina
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -22,7 +21,7 @@ import yaml
 from testing.metrics import value
 from testing.servers import WebhookProcess, start
 from testing.support import FIXTURES, free_port, review_for
-from tests.aws.moto import CLUSTER, Moto
+from tests.aws.moto import Moto, serve_bootstrapping
 from tests.aws.sagemaker import SageMakerEmulator
 from webhook.app.metrics import Metrics
 
@@ -233,18 +232,7 @@ def test_a_failing_bootstrap_is_retried_and_counted(
     _, emulator = aws
     emulator.create_outcome = "CreateFailed"
     emulator.transition_seconds = 0.5
-    server = WebhookProcess(
-        tmp_path,
-        "--self-signed",
-        "--cluster-name",
-        CLUSTER,
-        "--artifact-store-uri",
-        "s3://team-mlflow/artifacts",
-        "--trust-namespaces",
-        "team-a",
-        "--wait",
-        env=dict(os.environ),
-    )
+    server = serve_bootstrapping(tmp_path, "s3://team-mlflow/artifacts")
     try:
         failed = server.wait_for_log("bootstrap failed; retrying", timeout=60)
         assert "CreateFailed" in failed["error"] and failed["delay"] == 10.0

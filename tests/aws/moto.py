@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import logging
+import os
 import tempfile
 import urllib.parse
 import urllib.request
@@ -15,6 +16,7 @@ import boto3
 from moto.moto_api import recorder
 from moto.server import ThreadedMotoServer
 
+from testing.servers import WebhookProcess
 from testing.support import free_port
 
 REGION = "us-west-2"
@@ -85,3 +87,20 @@ class Moto:
 
     def stop(self) -> None:
         self.server.stop()
+
+
+def serve_bootstrapping(directory: Path, artifact_store_uri: str) -> WebhookProcess:
+    """`serve` with no tracking URI, so it runs the bootstrap against this moto first, waiting
+    for the tracking server: as a cluster without a server yet starts it."""
+    return WebhookProcess(
+        directory,
+        "--self-signed",
+        "--cluster-name",
+        CLUSTER,
+        "--artifact-store-uri",
+        artifact_store_uri,
+        "--trust-namespaces",
+        "team-a",
+        "--wait",
+        env=dict(os.environ),
+    )
