@@ -8,6 +8,7 @@ import copy
 import json
 import socket
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +80,7 @@ def decode_patch(response: dict[str, Any]) -> list[dict[str, Any]]:
     return patch
 
 
-def apply(pod: dict[str, Any], patch: list[dict[str, Any]]) -> dict[str, Any]:
+def apply(pod: dict[str, Any], patch: Sequence[dict[str, Any]]) -> dict[str, Any]:
     result: dict[str, Any] = jsonpatch.apply_patch(copy.deepcopy(pod), patch)
     return result
 

@@ -67,7 +67,7 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
         # Readiness keeps the API server away until startup is done; answer safely regardless.
         warning = "mlflow-webhook: not ready yet (still starting); the Pod was admitted unchanged"
         state.metrics.admitted("error", "not-ready")
-        return _json(respond(req["uid"], [], [warning]))
+        return _json(respond(req["uid"], None, [warning]))
     screened = screen(req, state.settings)
     facts = Facts(state.settings)
     if screened.opted_in:

@@ -13,6 +13,7 @@ from typing import Any, NamedTuple
 from webhook.core.echo import text
 from webhook.core.mutation import Unreadable, mutate, unreadable, wants_account
 from webhook.core.optin import mapping, opt_in
+from webhook.core.patches import Patch
 from webhook.core.reviews import NAMESPACE_ERROR, Admission, pod_name, respond
 from webhook.core.settings import Settings, cross_account
 
@@ -133,7 +134,7 @@ def _described(exc: BaseException) -> tuple[str, str]:
 
 
 def _failed(result: Admission, kind: str, description: str) -> None:
-    result.outcome, result.reason, result.patch = "error", INTERNAL_ERROR, []
+    result.outcome, result.reason, result.patch = "error", INTERNAL_ERROR, Patch()
     result.error = description
     result.warnings = [
         f"mlflow-webhook: could not inject MLflow settings into this Pod ({kind}); "

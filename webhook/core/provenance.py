@@ -22,7 +22,7 @@ import functools
 import posixpath
 import re
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -103,6 +103,27 @@ _TRUE = frozenset({"true", "enabled"})
 _FALSE = frozenset({"false", "disabled"})
 
 
+class Template(NamedTuple):
+    """The variables every container of a Pod gets from its provenance, as a key: the same
+    for most Pods, so what is built from it is built once (`webhook.core.mutation`)."""
+
+    # The Downward API variables the others refer to, in the order they are defined.
+    downward: tuple[str, ...] = ()
+    # Whether a run context comes between them and the values (each container its own).
+    context: bool = False
+    # Values by name: the node id, the system metrics switch.
+    values: tuple[tuple[str, str], ...] = ()
+
+    def env(self) -> dict[str, str | dict[str, Any]]:
+        """By name, in order: Downward API variables as whole entries, then the values; the run
+        context's is a placeholder until `Provenance.context` gives each container its own."""
+        env: dict[str, str | dict[str, Any]] = {n: DOWNWARD_ENTRIES[n] for n in self.downward}
+        if self.context:
+            env[RUN_CONTEXT_VAR] = ""
+        env.update(self.values)
+        return env
+
+
 @dataclass
 class Provenance:
     """What one Pod's containers are told of where they run; values are `$`-escaped."""
@@ -113,28 +134,19 @@ class Provenance:
     # (target, reason) pairs, for the mutation's notes.
     problems: list[tuple[str, str]] = field(default_factory=list)
 
-    def template(self) -> dict[str, str | dict[str, Any]]:
-        """The variables every container gets, by name, in order: the Downward API entries the
-        others refer to (as whole entries), then the values; the run context's is a
-        placeholder until `context` gives each container its own."""
-        if not self.tags:
-            return {**self._before, **self._after}
-        return {**self._before, RUN_CONTEXT_VAR: "", **self._after}
-
     def context(self, container: dict[str, Any]) -> str:
         """The container's `MLFLOW_RUN_CONTEXT`: the Pod's tags and its own."""
         return self._tags_json + _container_json(container)
 
     def __post_init__(self) -> None:
         """Work every container shares, done once a Pod."""
-        after: dict[str, str | dict[str, Any]] = {}
+        values: tuple[tuple[str, str], ...] = ()
         if self.node_id is not None:
-            after[NODE_ID_VAR] = self.node_id
+            values = ((NODE_ID_VAR, self.node_id),)
         if self.system_metrics:
-            after[SYSTEM_METRICS_VAR] = "true"
-        self._after = after
-        needed = list(DOWNWARD) if self.tags else references(self.node_id or "")
-        self._before = {name: DOWNWARD_ENTRIES[name] for name in needed}
+            values += ((SYSTEM_METRICS_VAR, "true"),)
+        needed = tuple(DOWNWARD) if self.tags else tuple(references(self.node_id or ""))
+        self.template = Template(needed, bool(self.tags), values)
         # The Pod's tags as a JSON object left open, for each container to close with its own.
         self._tags_json = orjson.dumps(self.tags).decode()[:-1] + "," if self.tags else ""
 

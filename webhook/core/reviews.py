@@ -5,11 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-import orjson
 import pybase64
 
 from webhook.core.echo import shown, text
 from webhook.core.optin import mapping
+from webhook.core.patches import Patch
 
 API_VERSION = "admission.k8s.io/v1"
 Outcome = Literal["injected", "skipped", "error"]
@@ -32,7 +32,7 @@ class Admission:
     namespace: str = ""
     pod: str = ""
     dry_run: bool = False
-    patch: list[dict[str, Any]] = field(default_factory=list)
+    patch: Patch = field(default_factory=Patch)
     warnings: list[str] = field(default_factory=list)
     error: str = ""
 
@@ -60,12 +60,12 @@ def pod_name(pod: dict[str, Any]) -> str:
     return text(metadata.get("name"), 253) or text(metadata.get("generateName"), 253)
 
 
-def respond(uid: str, patch: list[dict[str, Any]], warnings: list[str]) -> dict[str, Any]:
+def respond(uid: str, patch: Patch | None, warnings: list[str]) -> dict[str, Any]:
     response: dict[str, Any] = {"uid": uid, "allowed": True}
     if patch:
         response["patchType"] = "JSONPatch"
         # SIMD base64: binascii took 20 times the instructions on the wide Pod's 14 KB patch.
-        response["patch"] = pybase64.b64encode_as_string(orjson.dumps(patch))
+        response["patch"] = pybase64.b64encode_as_string(patch.json())
     if warnings:
         response["warnings"] = warnings
     return {"apiVersion": API_VERSION, "kind": "AdmissionReview", "response": response}

@@ -135,7 +135,7 @@ def inject_documents(docs: list[Any], settings: Settings, *, everything: bool = 
             except Unreadable as exc:
                 result.warnings.append(f"{where}: {exc}; left unchanged")
                 continue
-            jsonpatch.apply_patch(template, mutation.patch, in_place=True)
+            jsonpatch.apply_patch(template, mutation.patch.ops(), in_place=True)
             result.injected += 1
             result.warnings += [f"{where}: {n.target}: {n.reason}" for n in mutation.new_notes]
     return result
