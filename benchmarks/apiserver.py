@@ -3,14 +3,17 @@
     .venv/bin/python -m benchmarks.apiserver [--clients 1 8] [--rounds 5] [--pods 200]
 
 Starts the control plane in ../shared/kube, and for each number of concurrent clients runs
-rounds that rotate among three setups (benchmarks/webhooks.py): no webhook called, a floor
-webhook that allows (bare aiohttp over TLS), and ours (`mlflow-webhook serve` with its cluster,
-the namespace opted in, the Pods annotated, every one injected, which is checked). Each round
-creates `--pods` Pods per setup, then deletes them all, so etcd holds the same for every setup.
+rounds that rotate among four setups (benchmarks/webhooks.py): no webhook called, a floor
+webhook that allows (bare aiohttp over TLS), the floor answering with our patch (made once, then
+replayed: benchmarks/replay.py), and ours (`mlflow-webhook serve` with its cluster, the
+namespace opted in, the Pods annotated). Every Pod of the last two is injected, which is
+checked. Each round creates `--pods` Pods per setup, then deletes them all, so etcd holds the
+same for every setup.
 
-Reports, per setup, p50 and p99 of the create as the client saw it; p50 and p99 added over the
-floor webhook (what our webhook costs beyond the API server's cost of calling any webhook); and
-beside them the API server's own `apiserver_admission_webhook_admission_duration_seconds` for
+Reports, per setup, p50 and p99 of the create as the client saw it, and what each step adds:
+calling any webhook (the floor over none), the API server applying our patch (the replay over
+the floor), our webhook's own work (ours over the replay), and ours over the floor, their sum.
+Beside them, the API server's own `apiserver_admission_webhook_admission_duration_seconds` for
 each webhook, from the buckets' deltas over the run. Then the machine, where the CPU went, and
 whether the client limited the run. docs/benchmark-apiserver.md says how to read it.
 """
@@ -26,7 +29,7 @@ from typing import Any
 from benchmarks import machine
 from benchmarks.creates import NAME, Creator, Phase, quantile
 from benchmarks.histograms import EMPTY, Histogram, webhook_histogram
-from benchmarks.webhooks import FLOOR, NAMESPACES, OURS, SETUPS, Cluster, running
+from benchmarks.webhooks import FLOORS, NAMESPACES, OURS, SETUPS, Cluster, running
 
 # A training Pod as a job controller would send it, opted in; the same body in every setup.
 POD: dict[str, Any] = {
@@ -51,8 +54,21 @@ POD: dict[str, Any] = {
     },
 }
 INJECTED = b'"MLFLOW_TRACKING_URI"'  # in the created Pod only if our webhook injected it
-LABELS = {"none": "no webhook called", "floor": "floor webhook (allows)", "ours": "ours"}
-WEBHOOKS = {"floor": FLOOR, "ours": OURS}
+LABELS = {
+    "none": "no webhook called",
+    "floor": "floor webhook (allows)",
+    "replay": "floor answering with our patch",
+    "ours": "ours",
+}
+WEBHOOKS = {**FLOORS, "ours": OURS}
+# What one setup adds over another: (setup, base, in words), as the report lists them.
+STEPS = (
+    ("floor", "none", "calling any webhook"),
+    ("replay", "floor", "the API server applying our patch"),
+    ("ours", "replay", "our webhook's own work"),
+    ("ours", "floor", "ours over the floor"),
+)
+INJECTING = ("replay", "ours")
 
 
 @dataclass
@@ -107,7 +123,8 @@ def run_level(cluster: Cluster, clients: int, args: argparse.Namespace) -> Level
         clean(creator)
         before = scrape(creator)
         for round_ in range(args.rounds):
-            order = SETUPS[round_ % 3 :] + SETUPS[: round_ % 3]
+            turn = round_ % len(SETUPS)
+            order = SETUPS[turn:] + SETUPS[:turn]
             line = []
             for setup in order:
                 batch = names(f"r{round_}", setup, args.pods)
@@ -143,10 +160,11 @@ def names(prefix: str, setup: str, count: int) -> list[str]:
 
 
 def check(setup: str, phase: Phase) -> None:
-    """Every create succeeded, and only ours injected, each one: else the figures mean nothing."""
+    """Every create succeeded, and only the setups with our patch injected, each one: else the
+    figures mean nothing."""
     if phase.errors:
         raise SystemExit(f"{setup}: {len(phase.errors)} creates failed, first: {phase.errors[0]}")
-    expected = len(phase.latencies) if setup == "ours" else 0
+    expected = len(phase.latencies) if setup in INJECTING else 0
     if phase.marked != expected:
         raise SystemExit(f"{setup}: {phase.marked} of {len(phase.latencies)} Pods injected")
 
@@ -185,8 +203,8 @@ def report(level: Level) -> None:
         busy = level.webhook_cpu[setup] / level.pooled(setup).seconds
         if busy > machine.LOOP_SATURATED:
             print(f"  the {setup} webhook's event loop was saturated: {busy:.2f} cores")
-    for setup, base in (("ours", "floor"), ("floor", "none")):
-        print(added(level, setup, base))
+    for setup, base, what in STEPS:
+        print(added(level, setup, base, what))
     print("the API server's apiserver_admission_webhook_admission_duration_seconds (deltas):")
     for setup in WEBHOOKS:
         print("  " + histogram_line(setup, level.histograms[setup]))
@@ -195,14 +213,13 @@ def report(level: Level) -> None:
     )
 
 
-def added(level: Level, setup: str, base: str) -> str:
+def added(level: Level, setup: str, base: str, what: str) -> str:
     """What `setup` adds over `base`, pooled, with the spread of the per-round differences."""
     ours, theirs = level.pooled(setup).latencies, level.pooled(base).latencies
     per_round = [
         quantile(a.latencies, 0.5) - quantile(b.latencies, 0.5)
         for a, b in zip(level.rounds[setup], level.rounds[base], strict=True)
     ]
-    what = "our webhook adds over the floor" if setup == "ours" else "calling any webhook adds"
     return (
         f"{what}: p50 {delta(ours, theirs, 0.5)} ms, p99 {delta(ours, theirs, 0.99)} ms "
         f"(p50 per round: {', '.join(f'{d * 1e3:+.1f}' for d in per_round)}; "
@@ -220,7 +237,7 @@ def histogram_line(setup: str, histogram: Histogram) -> str:
     p50, p99 = (histogram.quantile(q) for q in (0.5, 0.99))
     low, high = histogram.bucket_of(0.99)
     return (
-        f"{setup:5} ({WEBHOOKS[setup]}): {histogram.count:.0f} calls, mean {ms(histogram.mean)} "
+        f"{setup:6} ({WEBHOOKS[setup]}): {histogram.count:.0f} calls, mean {ms(histogram.mean)} "
         f"ms, p50 {ms(p50)} ms, p99 {ms(p99)} ms (p99 lies in the bucket "
         f"{ms(low)}-{ms(high)} ms; quantiles are interpolated within buckets, the mean is exact)"
     )
@@ -239,11 +256,12 @@ def summary(levels: list[Level]) -> None:
     for setup in SETUPS:
         print(f"| {LABELS[setup]} | " + " | ".join(cell(lv, setup) for lv in levels) + " |")
 
-    def over(level: Level) -> str:
-        ours, floor = level.pooled("ours").latencies, level.pooled("floor").latencies
-        return f"{delta(ours, floor, 0.5)} / {delta(ours, floor, 0.99)}"
+    def over(level: Level, setup: str, base: str) -> str:
+        ours, theirs = level.pooled(setup).latencies, level.pooled(base).latencies
+        return f"{delta(ours, theirs, 0.5)} / {delta(ours, theirs, 0.99)}"
 
-    print("| ours over the floor | " + " | ".join(over(lv) for lv in levels) + " |")
+    for setup, base, what in STEPS[1:]:
+        print(f"| {what} | " + " | ".join(over(lv, setup, base) for lv in levels) + " |")
 
     def api(level: Level) -> str:
         histogram = level.histograms["ours"]

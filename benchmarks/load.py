@@ -1,7 +1,7 @@
 """Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
 
     .venv/bin/python -m benchmarks.load [--seconds 3] [--rounds 10] [--connections 16]
-        [--threads 1] [--compare floor|namespace-settings|run-context]
+        [--threads 1] [--compare floor|stack|namespace-settings|run-context]
 
 Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
 run, alternating servers round by round so that drift on a noisy machine hits both alike, as
@@ -19,7 +19,9 @@ ratio is damped: the client took CPU from both servers alike.
 `--compare namespace-settings` measures instead what a namespace's own settings cost: the
 webhook with a real control plane (../shared/kube), the request namespace carrying its own
 tracking URI and role, `--namespace-settings off` against `on`. `--compare run-context`
-measures what the run context costs: `--run-context off` against `on`.
+measures what the run context costs: `--run-context off` against `on`. `--compare stack`
+measures our HTTP stack on its own against the floor: `serve` whose /mutate only reads each
+review and allows it (benchmarks/stack.py), so what `ours` costs beyond it is the decision.
 """
 
 from __future__ import annotations
@@ -54,9 +56,13 @@ class Server:
         self, kind: str, cert_dir: Path, log: Path, *extra: str, port: int | None = None
     ) -> None:
         self.port = port or free_port()
-        if kind != "floor":
+        if kind not in ("floor", "replay"):
             flags = ("--tracking-uri", TRACKING_ARN, "--role-arn", ROLE_ARN, *extra)
             command = serve_command(cert_dir, self.port, *flags)
+            if kind == "stack":  # serve, its /mutate answering as the floor does
+                command[1:3] = ["-m", "benchmarks.stack"]
+        elif kind == "replay":  # run from the checkout's root, as the benchmarks are
+            command = [sys.executable, "-m", "benchmarks.replay", str(cert_dir), str(self.port)]
         else:
             command = [sys.executable, str(HERE / "floor.py"), str(cert_dir), str(self.port)]
         self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
@@ -153,7 +159,7 @@ def wrk(
 
 def micro() -> dict[str, float]:
     """Microseconds per request with no HTTP: parse, decide and patch, write the response."""
-    s = settings()
+    s = settings(run_context=True)  # as `serve` has it by default
     result = {}
     for name, build in bodies.MIX.items():
         raw = orjson.dumps(build())
@@ -178,7 +184,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="wrk's client threads")
     parser.add_argument("--memory-requests", type=int, default=100_000)
     parser.add_argument(
-        "--compare", choices=("floor", "namespace-settings", "run-context"), default="floor"
+        "--compare",
+        choices=("floor", "stack", "namespace-settings", "run-context"),
+        default="floor",
     )
     args = parser.parse_args()
     print(machine.describe())
@@ -188,6 +196,8 @@ def main() -> None:
 
             with Tenants() as tenants:
                 compare(args, tenants.servers)
+        elif args.compare == "stack":
+            compare(args, {"floor": (), "stack": ()})
         elif args.compare == "run-context":
             compare(args, {"off": ("--run-context", "off"), "on": ("--run-context", "on")})
         else:
@@ -272,7 +282,7 @@ def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> No
         for server in running.values():
             server.stop()
     summarize(rounds, base, ours)
-    if base == "floor":
+    if ours == "ours":
         print("\nmicroseconds per request without HTTP (parse, mutate, respond):")
         for name, us in micro().items():
             print(f"  {name:16} {us:8.1f} us")

@@ -3,11 +3,14 @@
 - `none`: a namespace no webhook selects, so the API server calls none;
 - `floor`: a namespace only a second configuration selects, which calls the floor (a bare
   aiohttp server over TLS that allows with the uid: benchmarks/floor.py);
+- `replay`: a namespace only a third configuration selects, which calls a floor that answers
+  with our patch, made once (benchmarks/replay.py); our ServiceAccount is there, as the patch
+  names it;
 - `ours`: a namespace opted in, which the manifests' own configuration sends to
   `mlflow-webhook serve`, running with its cluster as its own ServiceAccount.
 
-Both configurations are the manifests' (failurePolicy, timeout, reinvocation, object selector),
-differing only in name, namespace selector and URL, and both servers present one certificate
+Every configuration is the manifests' (failurePolicy, timeout, reinvocation, object selector),
+differing only in name, namespace selector and URL, and every server presents one certificate
 from one CA, so the API server does the same TLS work for each.
 """
 
@@ -27,17 +30,17 @@ from testing.kube.controlplane import NAMESPACE, ControlPlane, eventually, missi
 from testing.support import free_port
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 
-SETUPS = ("none", "floor", "ours")
+SETUPS = ("none", "floor", "replay", "ours")
 NAMESPACES = {setup: f"bench-{setup}" for setup in SETUPS}
 OURS = "pods.mlflow-webhook.io"  # the manifests' webhook name, as the API server labels it
-FLOOR = "floor.benchmark.mlflow-webhook.io"
-FLOOR_LABEL = "benchmark.mlflow-webhook.io/floor"
+# The other setups' webhooks, as the API server labels them; each selects namespaces by a label.
+FLOORS = {setup: f"{setup}.benchmark.mlflow-webhook.io" for setup in ("floor", "replay")}
 CONFIG = "mlflow-webhook"
 ACCOUNT = "sagemaker-mlflow-sa"  # the ServiceAccount our injection names
 
 
 class Cluster:
-    """The control plane, both configurations, the three namespaces and both servers."""
+    """The control plane, the configurations, a namespace per setup and the servers."""
 
     def __init__(self) -> None:
         reason = missing_reason()
@@ -51,7 +54,7 @@ class Cluster:
         pki = self.work / "pki"
         ensure_self_signed(pki, list(LOCAL_NAMES), list(LOCAL_IPS))
         bundle = base64.b64encode((pki / "ca.crt").read_bytes()).decode()
-        ports = {"floor": free_port(), "ours": free_port()}
+        ports = {setup: free_port() for setup in ("floor", "replay", "ours")}
         self.plane.start()
 
         def trusted(doc: dict[str, Any]) -> None:
@@ -59,14 +62,17 @@ class Cluster:
                 hook["clientConfig"]["caBundle"] = bundle
 
         kubeconfig = self.plane.install(ports["ours"], edit=trusted)
-        self.plane.apply(floor_configuration(self._ours_configuration(), ports["floor"]))
+        ours = self._ours_configuration()
+        for setup in FLOORS:
+            self.plane.apply(floor_configuration(ours, setup, ports[setup]))
         self._namespaces()
         log = self.work / "servers.log"
-        self.servers["floor"] = Server("floor", pki, log, port=ports["floor"])
+        for setup in FLOORS:
+            self.servers[setup] = Server(setup, pki, log, port=ports[setup])
         cluster = ("--kubeconfig", str(kubeconfig), "--namespace", NAMESPACE)
         self.servers["ours"] = Server("ours", pki, log, *cluster, port=ports["ours"])
         for setup, namespace in NAMESPACES.items():
-            account = ACCOUNT if setup == "ours" else "default"
+            account = ACCOUNT if setup in ("replay", "ours") else "default"
             eventually(
                 lambda a=account, n=namespace: self.plane.get("serviceaccount", a, n),
                 timeout=60,
@@ -79,10 +85,12 @@ class Cluster:
         return found
 
     def _namespaces(self) -> None:
-        labels = {"none": {}, "floor": {FLOOR_LABEL: "enabled"}}
-        for setup in ("none", "floor"):
-            metadata = {"name": NAMESPACES[setup], "labels": labels[setup]}
+        for setup in ("none", *FLOORS):
+            labels = {FLOORS[setup]: "enabled"} if setup in FLOORS else {}
+            metadata = {"name": NAMESPACES[setup], "labels": labels}
             self.plane.apply({"apiVersion": "v1", "kind": "Namespace", "metadata": metadata})
+        metadata = {"name": ACCOUNT, "namespace": NAMESPACES["replay"]}
+        self.plane.apply({"apiVersion": "v1", "kind": "ServiceAccount", "metadata": metadata})
         self.plane.label_namespace(NAMESPACES["ours"])
 
     def creator(self, clients: int) -> Creator:
@@ -92,7 +100,7 @@ class Cluster:
         return Creator(self.plane.url.split("//", 1)[1], context, clients)
 
     def pids(self) -> dict[str, int]:
-        """The processes that serve a create: the control plane's and both webhooks'."""
+        """The processes that serve a create: the control plane's and the webhooks'."""
         found = {
             name: int((self.plane.run_dir / f"{name}.pid").read_text())
             for name in ("kube-apiserver", "etcd", "kube-controller-manager")
@@ -121,18 +129,18 @@ def running() -> Iterator[Cluster]:
         cluster.stop()
 
 
-def floor_configuration(ours: dict[str, Any], port: int) -> dict[str, Any]:
-    """Ours, renamed, pointed at the floor and selecting only the floor's namespace."""
+def floor_configuration(ours: dict[str, Any], setup: str, port: int) -> dict[str, Any]:
+    """Ours, renamed, pointed at the setup's server and selecting only the setup's namespace."""
     hook = copy.deepcopy(ours["webhooks"][0])
-    hook["name"] = FLOOR
+    hook["name"] = FLOORS[setup]
     hook["clientConfig"] = {
         "url": f"https://127.0.0.1:{port}/mutate",
         "caBundle": hook["clientConfig"]["caBundle"],
     }
-    hook["namespaceSelector"] = {"matchLabels": {FLOOR_LABEL: "enabled"}}
+    hook["namespaceSelector"] = {"matchLabels": {FLOORS[setup]: "enabled"}}
     return {
         "apiVersion": "admissionregistration.k8s.io/v1",
         "kind": CONFIG_KIND,
-        "metadata": {"name": "benchmark-floor"},
+        "metadata": {"name": f"benchmark-{setup}"},
         "webhooks": [hook],
     }

@@ -111,19 +111,33 @@ def test_apiserver_benchmark_runs_and_the_api_server_counted_each_call() -> None
         pytest.skip(reason)
     out = run("benchmarks.apiserver", "--rounds", "1", "--pods", "3", "--clients", "1", "2")
     says_where_the_cpu_went(out)
-    calls = re.findall(r"^  (floor|ours) +\(\S+\): (\d+) calls", out, re.M)
-    assert calls == [("floor", "3"), ("ours", "3")] * 2
-    table = out[out.index("| setup | 1 client | 2 clients |") :].splitlines()
-    rows = {line.split(" | ")[0].strip("| ") for line in table[2:7]}
-    assert rows == {
+    calls = re.findall(r"^  (floor|replay|ours) +\(\S+\): (\d+) calls", out, re.M)
+    assert calls == [("floor", "3"), ("replay", "3"), ("ours", "3")] * 2
+    steps = re.findall(r"^(.+): p50 [-+][\d.]+ ms, p99 [-+][\d.]+ ms \(p50 per round", out, re.M)
+    assert (
+        steps
+        == [
+            "calling any webhook",
+            "the API server applying our patch",
+            "our webhook's own work",
+            "ours over the floor",
+        ]
+        * 2
+    )
+    table = out[out.index("| setup | 1 client | 2 clients |") :].splitlines()[2:]
+    rows = [line.split(" | ")[0].strip("| ") for line in table[:8]]
+    assert rows == [
         "no webhook called",
         "floor webhook (allows)",
+        "floor answering with our patch",
         "ours",
+        "the API server applying our patch",
+        "our webhook's own work",
         "ours over the floor",
         "ours, as the API server timed it",
-    }
+    ]
     cell = r"[-+]?[\d.]+ / [-+]?[\d.]+"
-    for line in table[2:7]:
+    for line in table[:8]:
         assert re.fullmatch(rf"\| [^|]+ \| {cell} \| {cell} \|", line), out
 
 

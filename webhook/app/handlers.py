@@ -60,7 +60,7 @@ class State:
 async def mutate(state: State, request: web.BaseRequest) -> web.Response:
     """Parse; the opt-in verdict; for an opted-in Pod, the facts; the decision; the answer."""
     started = time.perf_counter()
-    req = await _review(state, request)
+    req = await read_review(state, request)
     if isinstance(req, web.Response):
         return req
     if state.settings is None:
@@ -81,7 +81,7 @@ async def mutate(state: State, request: web.BaseRequest) -> web.Response:
     return web.Response(body=orjson.dumps(result.response), headers=JSON_HEADERS)
 
 
-async def _review(state: State, request: web.BaseRequest) -> dict[str, Any] | web.Response:
+async def read_review(state: State, request: web.BaseRequest) -> dict[str, Any] | web.Response:
     """The AdmissionReview's request, or the error answer for a body that holds none."""
     limit = state.config.max_body_bytes
     if (request.content_length or 0) > limit:
