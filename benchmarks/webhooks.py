@@ -95,9 +95,7 @@ class Cluster:
 
     def creator(self, clients: int) -> Creator:
         """A client as the cluster's admin (system:masters: exempt from priority and fairness)."""
-        # The control plane's admin TLS context: its client certificate, its CA.
-        context = self.plane._admin_context()
-        return Creator(self.plane.url.split("//", 1)[1], context, clients)
+        return Creator(self.plane.url.split("//", 1)[1], self.plane.admin_context(), clients)
 
     def pids(self) -> dict[str, int]:
         """The processes that serve a create: the control plane's and the webhooks'."""

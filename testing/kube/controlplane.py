@@ -179,10 +179,8 @@ class ControlPlane:
         content_type: str = "application/json",
     ) -> tuple[int, dict[str, Any]]:
         """One call to the API server as the admin: the status and the decoded body."""
-        if self._admin_tls is None:
-            self._admin_tls = self._admin_context()
         connection = http.client.HTTPSConnection(
-            urllib.parse.urlsplit(self.url).netloc, context=self._admin_tls, timeout=30
+            urllib.parse.urlsplit(self.url).netloc, context=self.admin_context(), timeout=30
         )
         try:
             data = json.dumps(body).encode() if body is not None else None
@@ -193,7 +191,10 @@ class ControlPlane:
             connection.close()
         return response.status, json.loads(raw) if raw else {}
 
-    def _admin_context(self) -> ssl.SSLContext:
+    def admin_context(self) -> ssl.SSLContext:
+        """TLS as the cluster's admin (its client certificate, the cluster's CA), made once."""
+        if self._admin_tls is not None:
+            return self._admin_tls
         user = yaml.safe_load(self.admin.read_text())["users"][0]["user"]
         for key, name in (("client-certificate-data", "crt"), ("client-key-data", "key")):
             target = self.run_dir / f"tests-admin.{name}"
@@ -201,6 +202,7 @@ class ControlPlane:
             target.chmod(0o600)
         context = ssl.create_default_context(cafile=str(self.ca))
         context.load_cert_chain(self.run_dir / "tests-admin.crt", self.run_dir / "tests-admin.key")
+        self._admin_tls = context
         return context
 
     def token(

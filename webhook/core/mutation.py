@@ -8,9 +8,10 @@ no operations at all.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from itertools import repeat
+from types import MappingProxyType
 from typing import Any, NamedTuple
 
 import orjson
@@ -237,9 +238,10 @@ def mutate(
 
 class _Shape(NamedTuple):
     """What every injected container gets: by name, to compare with what a container sets, and
-    as written env entries for one that sets none of them (most)."""
+    as written env entries for one that sets none of them (most). Shared by the Pods of one
+    shape, so read-only."""
 
-    env: dict[str, str | dict[str, Any]]
+    env: Mapping[str, str | dict[str, Any]]
     entries: tuple[str, ...]
     # The names whose presence in a container changes what it gets.
     names: frozenset[str]
@@ -252,7 +254,8 @@ def _shape(values: tuple[tuple[str, str], ...], template: Template) -> _Shape:
     # Pure, and the same for most Pods under the same settings: built once, never changed.
     env = {**dict(values), **template.env()}
     at = list(env).index(RUN_CONTEXT_VAR) if RUN_CONTEXT_VAR in env else -1
-    return _Shape(env, tuple(_written(env)), frozenset(env).union(_IDENTITY), at)
+    names = frozenset(env).union(_IDENTITY)
+    return _Shape(MappingProxyType(env), tuple(_written(env)), names, at)
 
 
 class _Wanted:
@@ -265,7 +268,7 @@ class _Wanted:
 
     def of(self, container: dict[str, Any]) -> tuple[dict[str, str | dict[str, Any]], list[str]]:
         """The container's own copies, which IRSA's reading may change."""
-        env, entries, at = self.env.copy(), list(self.shape.entries), self.shape.at
+        env, entries, at = dict(self.env), list(self.shape.entries), self.shape.at
         if at >= 0:
             context = self.where.context(container)
             env[RUN_CONTEXT_VAR] = context
@@ -273,7 +276,7 @@ class _Wanted:
         return env, entries
 
 
-def _written(env: dict[str, str | dict[str, Any]]) -> list[str]:
+def _written(env: Mapping[str, str | dict[str, Any]]) -> list[str]:
     """Env entries as JSON text: a str is a value, a dict a whole entry."""
     return [written({"name": k, "value": v} if isinstance(v, str) else v) for k, v in env.items()]
 
