@@ -1,7 +1,7 @@
 """Throughput, latency and memory of `mlflow-webhook serve` against a bare aiohttp floor.
 
     .venv/bin/python -m benchmarks.load [--seconds 3] [--rounds 10] [--connections 16]
-        [--threads 1] [--compare floor|stack|namespace-settings|run-context]
+        [--threads 1] [--compare floor|stack|namespace-settings|run-context] [--against REV]
 
 Needs `wrk` (Debian: apt-get install wrk). Reports ratios against the floor measured in the same
 run, alternating servers round by round so that drift on a noisy machine hits both alike, as
@@ -22,11 +22,14 @@ tracking URI and role, `--namespace-settings off` against `on`. `--compare run-c
 measures what the run context costs: `--run-context off` against `on`. `--compare stack`
 measures our HTTP stack on its own against the floor: `serve` whose /mutate only reads each
 review and allows it (benchmarks/stack.py), so what `ours` costs beyond it is the decision.
+`--against REV` runs another commit's `serve` (its source from `git archive`, this environment's
+packages) against this checkout's, the way to measure a change: before and after, in one run.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -36,6 +39,7 @@ import tempfile
 import time
 import timeit
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +56,17 @@ HERE = Path(__file__).parent
 
 
 class Server:
+    """`kind` floor, replay or stack (see their modules), else `serve`: this checkout's, or the
+    one at `tree` (another commit's source, with this environment's packages)."""
+
     def __init__(
-        self, kind: str, cert_dir: Path, log: Path, *extra: str, port: int | None = None
+        self,
+        kind: str,
+        cert_dir: Path,
+        log: Path,
+        *extra: str,
+        port: int | None = None,
+        tree: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         if kind not in ("floor", "replay"):
@@ -65,7 +78,10 @@ class Server:
             command = [sys.executable, "-m", "benchmarks.replay", str(cert_dir), str(self.port)]
         else:
             command = [sys.executable, str(HERE / "floor.py"), str(cert_dir), str(self.port)]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=log.open("ab"))
+        env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+        self.proc = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=log.open("ab"), cwd=tree, env=env
+        )
         self._wait(cert_dir)
 
     def _wait(self, cert_dir: Path) -> None:
@@ -183,6 +199,7 @@ def main() -> None:
     parser.add_argument("--connections", type=int, default=16)
     parser.add_argument("--threads", type=int, default=1, help="wrk's client threads")
     parser.add_argument("--memory-requests", type=int, default=100_000)
+    parser.add_argument("--against", metavar="REV", help="another commit's serve as the base")
     parser.add_argument(
         "--compare",
         choices=("floor", "stack", "namespace-settings", "run-context"),
@@ -191,7 +208,10 @@ def main() -> None:
     args = parser.parse_args()
     print(machine.describe())
     try:
-        if args.compare == "namespace-settings":
+        if args.against:
+            with checkout(args.against) as tree:
+                compare(args, {args.against: (), "ours": ()}, {args.against: tree})
+        elif args.compare == "namespace-settings":
             from benchmarks.tenants import Tenants
 
             with Tenants() as tenants:
@@ -252,8 +272,26 @@ class Rounds:
         return [(f[key] / o[key]) if invert else (o[key] / f[key]) for o, f in pairs]
 
 
-def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> None:
-    """Each server in turn, round by round: the first is the baseline, the second ours."""
+@contextlib.contextmanager
+def checkout(rev: str) -> Iterator[Path]:
+    """The source tree at `rev`, in a folder of its own while the block runs."""
+    with tempfile.TemporaryDirectory(prefix="mlflow-webhook-rev-") as folder:
+        archive = subprocess.run(
+            ["git", "archive", "--format=tar", rev], cwd=HERE.parent, capture_output=True
+        )
+        if archive.returncode:
+            raise SystemExit(f"--against {rev}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def compare(
+    args: argparse.Namespace,
+    servers: dict[str, tuple[str, ...]],
+    trees: dict[str, Path] | None = None,
+) -> None:
+    """Each server in turn, round by round: the first is the baseline, the second ours. A
+    server named in `trees` runs from that source tree."""
     base, ours = servers
 
     work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-bench-"))
@@ -271,7 +309,10 @@ def compare(args: argparse.Namespace, servers: dict[str, tuple[str, ...]]) -> No
     rounds = Rounds(args, work, files)
     # Both stay up; each round runs them in turn, in the order ABBA, so drift on a noisy
     # machine falls on both alike and rounds can be short and many.
-    running = {kind: Server(kind, work, log, *servers[kind]) for kind in (base, ours)}
+    trees = trees or {}
+    running = {
+        kind: Server(kind, work, log, *servers[kind], tree=trees.get(kind)) for kind in (base, ours)
+    }
     try:
         for server in running.values():
             rounds.wrk(server, 2)  # warm up

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import machine
+from benchmarks import load, machine
 from benchmarks.creates import quantile
 from benchmarks.histograms import EMPTY, webhook_histogram
 from testing.kube.controlplane import missing_reason
@@ -161,3 +161,37 @@ def test_load_benchmark_runs_with_two_wrk_threads() -> None:
     assert "medians of fewer than five are not worth quoting" in out
     assert re.search(r"^throughput ratio ours/floor: [\d.]+ \(per round: [\d.]+\)$", out, re.M)
     assert len(re.findall(r"^  (floor|ours) +\d+ req/s .* wrk [\d.]+ cores", out, re.M)) == 2
+
+
+def git_checkout() -> bool:
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True)
+    return done.returncode == 0
+
+
+def test_a_revision_is_checked_out_whole_and_a_wrong_one_is_named() -> None:
+    if not git_checkout():
+        pytest.skip("not a git checkout: --against needs one")
+    with load.checkout("HEAD") as tree:
+        committed = subprocess.run(
+            ["git", "show", "HEAD:webhook/core/patches.py"], cwd=ROOT, capture_output=True
+        ).stdout
+        assert (tree / "webhook" / "core" / "patches.py").read_bytes() == committed
+    assert not tree.exists()
+    with pytest.raises(SystemExit, match="--against no-such-rev: "), load.checkout("no-such-rev"):
+        pass
+
+
+@pytest.mark.timeout(600)
+def test_load_benchmark_runs_our_stack_and_another_revision() -> None:
+    if shutil.which("wrk") is None:
+        pytest.skip("wrk is not installed (Debian: apt-get install wrk)")
+    brief = ("--rounds", "1", "--seconds", "1", "--memory-requests", "1500")
+    out = run("benchmarks.load", "--compare", "stack", *brief)
+    assert re.search(r"^throughput ratio stack/floor: [\d.]+ \(per round: [\d.]+\)$", out, re.M)
+    assert len(re.findall(r"^  (floor|stack) +\d+ req/s .* errors 0", out, re.M)) == 2
+    if not git_checkout():
+        return
+    out = run("benchmarks.load", "--against", "HEAD", *brief)
+    says_where_the_cpu_went(out)
+    assert re.search(r"^throughput ratio ours/HEAD: [\d.]+ \(per round: [\d.]+\)$", out, re.M)
+    assert len(re.findall(r"^  (HEAD|ours) +\d+ req/s .* errors 0", out, re.M)) == 2
