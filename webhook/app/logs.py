@@ -17,6 +17,8 @@ _STANDARD = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime
 
 
 _second: tuple[int, str] = (-1, "")  # the last second formatted, and its text
+# Each millisecond's text, made once: a format with a width took most of a line's timestamp.
+_MILLISECONDS = [f".{ms:03d}+00:00" for ms in range(1000)]
 
 
 def _time(created: float) -> str:
@@ -31,7 +33,7 @@ def _time(created: float) -> str:
     if whole != second:
         text = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(whole))
         _second = (int(whole), text)
-    return f"{text}.{micro // 1000:03d}+00:00"
+    return text + _MILLISECONDS[micro // 1000]
 
 
 _LEVELS = {level: logging.getLevelName(level).lower() for level in range(0, 60, 10)}
