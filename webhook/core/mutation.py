@@ -423,8 +423,8 @@ def _env_names(container: dict[str, Any], path: str, ours: frozenset[str]) -> se
     """The names of `ours` that the container's env sets.
 
     One pass in C reads every name, checks every entry is an object and looks the name up in
-    ours: most containers set none of ours, and a set of all of a wide Pod's names cost a fifth
-    of its decision. Entries are looked up one by one only for the few names we share.
+    ours, with no set of all of them built: most containers set none of ours, and a wide Pod
+    has hundreds. Entries are looked up one by one only for the few names we share.
     """
     env = container.get("env") or ()
     try:

@@ -1,9 +1,9 @@
 """A JSON Patch, kept as the JSON it is sent as.
 
-Each operation is written out as it is made. Entries appended to a list are written once and
-joined to each list's pointer (`extend`): a wide Pod's containers share nearly all of theirs,
-and serialising the same entries as dicts again for every container was most of its decision.
-Read back, it is the operations themselves (a `Sequence`), for tests and offline injection.
+Entries appended to a list come already written and are joined to the list's pointer
+(`extend`), so a wide Pod's containers, which share nearly all of theirs, do not each build and
+serialise them as operations again; other operations are kept as made. Read back, it is the
+operations themselves (a `Sequence`), for tests and offline injection.
 """
 
 from __future__ import annotations
