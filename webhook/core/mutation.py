@@ -212,7 +212,7 @@ def mutate(
                 continue
             own, entries = every.of(container)
             path = f"/spec/{list_name}/{index}"
-            names = _env_names(container, path, every.names)
+            names = _env_names(container, path, every.shape.names)
             if irsa is not None and _credentials(container, path, names, irsa, own, out):
                 # Only IRSA reads the mounts: where the token is, and whether ours is needed.
                 token, has_mount = _mounts(container, path, token_name, out)
@@ -264,11 +264,10 @@ class _Wanted:
     def __init__(self, env: dict[str, str], where: Provenance) -> None:
         self.where = where
         self.shape = _shape(tuple(env.items()), where.template)
-        self.env, self.names = self.shape.env, self.shape.names
 
     def of(self, container: dict[str, Any]) -> tuple[dict[str, str | dict[str, Any]], list[str]]:
         """The container's own copies, which IRSA's reading may change."""
-        env, entries, at = dict(self.env), list(self.shape.entries), self.shape.at
+        env, entries, at = dict(self.shape.env), list(self.shape.entries), self.shape.at
         if at >= 0:
             context = self.where.context(container)
             env[RUN_CONTEXT_VAR] = context
