@@ -57,7 +57,9 @@ HERE = Path(__file__).parent
 
 class Server:
     """`kind` floor, replay or stack (see their modules), else `serve`: this checkout's, or the
-    one at `tree` (another commit's source, with this environment's packages)."""
+    one at `tree` (another commit's source, with this environment's packages). `under`: a
+    command it runs under (valgrind's), with `env` added to its environment, and a startup that
+    may take `ready_seconds`."""
 
     def __init__(
         self,
@@ -67,6 +69,9 @@ class Server:
         *extra: str,
         port: int | None = None,
         tree: Path | None = None,
+        under: tuple[str, ...] = (),
+        env: dict[str, str] | None = None,
+        ready_seconds: float = 60,
     ) -> None:
         self.port = port or free_port()
         if kind not in ("floor", "replay"):
@@ -78,18 +83,20 @@ class Server:
             command = [sys.executable, "-m", "benchmarks.replay", str(cert_dir), str(self.port)]
         else:
             command = [sys.executable, str(HERE / "floor.py"), str(cert_dir), str(self.port)]
-        env = {**os.environ, "PYTHONPATH": str(tree)} if tree else None
+        env = {**os.environ, **({"PYTHONPATH": str(tree)} if tree else {}), **(env or {})}
         self.proc = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=log.open("ab"), cwd=tree, env=env
+            [*under, *command], stdout=subprocess.DEVNULL, stderr=log.open("ab"), cwd=tree, env=env
         )
-        self._wait(cert_dir)
+        self._wait(cert_dir, ready_seconds)
 
-    def _wait(self, cert_dir: Path) -> None:
+    def _wait(self, cert_dir: Path, seconds: float) -> None:
         import ssl
 
         context = ssl.create_default_context(cafile=str(cert_dir / "ca.crt"))
-        deadline = time.monotonic() + 60
+        deadline = time.monotonic() + seconds
         while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode} before it was ready")
             try:
                 url = f"https://localhost:{self.port}/readyz"
                 urllib.request.urlopen(url, context=context, timeout=1)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import load, machine
+from benchmarks import cost, load, machine
 from benchmarks.creates import quantile
 from benchmarks.histograms import EMPTY, webhook_histogram
 from testing.kube.controlplane import missing_reason
@@ -197,3 +197,28 @@ def test_load_benchmark_runs_our_stack_and_another_revision() -> None:
     says_where_the_cpu_went(out)
     assert re.search(r"^throughput ratio ours/HEAD: [\d.]+ \(per round: [\d.]+\)$", out, re.M)
     assert len(re.findall(r"^  (HEAD|ours) +\d+ req/s .* errors 0", out, re.M)) == 2
+
+
+def test_one_requests_cost_is_the_difference_of_two_batches_in_kcachegrinds_cycles() -> None:
+    dump = "version: 1\nevents: Ir I1mr D1mr D1mw ILmr DLmr DLmw Bcm Bim\nsummary: {}\ntotals: 0\n"
+    small = cost.summary(dump.format("1000 10 20 30 1 0 0 40 50"))
+    large = cost.summary(dump.format("3000 30 40 50 0 0 0 60 90"))
+    one = cost.Cost.of(cost.difference(small, large), 2)
+    # Per request: 1000 instructions, (20 + 20 + 20) / 2 L1 misses, the branches' (20 + 40) / 2,
+    # and LL misses that fell by one: noise, counted as none.
+    assert one == cost.Cost(instructions=1000, l1_misses=30, ll_misses=0, branch_misses=30)
+    assert one.cycles == 1000 + 10 * 30 + 10 * 30
+
+
+@pytest.mark.timeout(900)
+def test_cost_benchmark_counts_the_floor_our_stack_and_ours() -> None:
+    if shutil.which("valgrind") is None:
+        pytest.skip("valgrind is not installed (Debian: apt-get install valgrind)")
+    out = run("benchmarks.cost", "--requests", "3")
+    assert "one keep-alive TLS connection, one request at a time" in out
+    row = r"^\| (floor|stack|ours) \| ([\d,]+) \|.* \| ([\d,]+) \| ([\d.]+) \|$"
+    rows = re.findall(row, out, re.M)
+    assert [row[0] for row in rows] == ["floor", "stack", "ours"], out
+    # Every request was answered (the client checks each) and cost something.
+    assert all(int(row[1].replace(",", "")) > 0 for row in rows), out
+    assert rows[0][3] == "1.000"
