@@ -1,19 +1,22 @@
 """What one request costs each server, counted exactly: instructions, cache misses and
 mispredicted branches, as callgrind simulates them, and the cycles they add up to.
 
-    .venv/bin/python -m benchmarks.cost [--requests 100] [--against REV]
+    .venv/bin/python -m benchmarks.cost [--requests 300] [--against REV]
 
 Needs valgrind. Each server runs under `valgrind --tool=callgrind --cache-sim=yes
 --branch-sim=yes` with PYTHONHASHSEED=0: the floor, our HTTP stack alone (`benchmarks.stack`)
-and ours by default; with `--against REV`, that commit's `serve` and this checkout's. One
+and ours by default; with `--against REV`, that commit's `serve` and this checkout's, each from
+a copy of its tracked files (`load.checkout`). One
 keep-alive TLS connection posts the mix (minimal, wide, kubeflow-worker) one request at a time.
 The counters are zeroed before a batch and dumped after it, for a batch of `--requests` and one
 of twice as many: their difference, over `--requests`, is one request's cost, with startup, the
 dump and the client's pauses left out.
 
 Unlike the timings of `benchmarks.load`, these figures do not move with what else the machine
-runs: two runs of one commit agree to about 1% (the log writer and the loop-lag timer wake by
-the clock, and a request takes longer under valgrind). They are a model of one x86 core:
+runs, but two runs of one commit still differ by up to about 1%: the log writer and the
+loop-lag timer wake by the clock, and under valgrind a request takes a tenth of a second. A
+change smaller than that needs `benchmarks.handlers --instructions`, which counts the handler
+alone, in process, exactly. They are a model of one x86 core:
 estimated cycles are instructions + 10 * (L1 misses + mispredicted branches) + 100 * LL
 misses, the weights KCachegrind uses. And one request at a time shows no effect of concurrency
 (what an event loop saves when one turn serves many connections): that is `benchmarks.load`'s.
@@ -34,7 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks import bodies, machine
-from benchmarks.load import Server, checkout
+from benchmarks.load import WORKING_TREE, Server, checkout
 from webhook.tls.certs import LOCAL_IPS, LOCAL_NAMES, ensure_self_signed
 
 # KCachegrind's estimate of cycles from callgrind's simulated events.
@@ -141,9 +144,9 @@ def _newest_dump(work: Path, pid: str) -> Path:
 def servers(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, Path | None, str]]:
     """(label, source tree or None for this checkout, kind) of each server, the baseline first."""
     if args.against:
-        with checkout(args.against) as tree:
+        with checkout(args.against) as tree, checkout(WORKING_TREE) as own:
             yield args.against, tree, "ours"
-            yield "ours", None, "ours"
+            yield "ours", own, "ours"
         return
     yield "floor", None, "floor"
     yield "stack", None, "stack"
@@ -155,7 +158,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=100)
+    parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--against", metavar="REV", help="another commit's serve as the base")
     args = parser.parse_args()
     if shutil.which("valgrind") is None or shutil.which("callgrind_control") is None:

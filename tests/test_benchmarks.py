@@ -179,6 +179,10 @@ def test_a_revision_is_checked_out_whole_and_a_wrong_one_is_named() -> None:
         ).stdout
         assert (tree / "webhook" / "core" / "patches.py").read_bytes() == committed
     assert not tree.exists()
+    # The working tree: tracked files as they are on disk now, committed or not.
+    with load.checkout(load.WORKING_TREE) as tree:
+        for path in ("webhook/core/mutation.py", "benchmarks/load.py"):
+            assert (tree / path).read_bytes() == (ROOT / path).read_bytes()
     with pytest.raises(SystemExit, match="--against no-such-rev: "), load.checkout("no-such-rev"):
         pass
 
