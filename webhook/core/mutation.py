@@ -123,6 +123,11 @@ def token_volume(expiration: int = TOKEN_EXPIRATION_SECONDS) -> dict[str, Any]:
     return {"name": TOKEN_VOLUME, "projected": {"sources": [{"serviceAccountToken": source}]}}
 
 
+@functools.lru_cache(maxsize=64)
+def _volume(expiration: int) -> str:
+    return written(token_volume(expiration))
+
+
 def unreadable(pod: dict[str, Any]) -> str:
     """Empty when `mutate` can read this Pod, else the first thing it cannot.
 
@@ -230,8 +235,7 @@ def mutate(
             out.injected.append(name)
     if mounted and not any(v.get("name") == TOKEN_VOLUME for v in spec.get("volumes") or ()):
         expiration = irsa.expiration if irsa is not None else TOKEN_EXPIRATION_SECONDS
-        volume = written(token_volume(expiration))
-        out.patch.extend("/spec/volumes", [volume], spec.get("volumes") is not None)
+        out.patch.extend("/spec/volumes", [_volume(expiration)], spec.get("volumes") is not None)
     _status(pod, settings, out)
     return out
 

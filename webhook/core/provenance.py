@@ -317,7 +317,10 @@ def provenance(
     # Looked up only for what the Pod has (most have none), in one fixed order, so that the
     # context is the same string however the Pod's maps are ordered.
     if not _LABEL_SET.isdisjoint(labels):
-        ours.update((f"k8s.pod.label.{k}", labels[k]) for k in LABELS if labels.get(k))
+        for key in LABELS:
+            value = labels.get(key)
+            if value:
+                ours[f"k8s.pod.label.{key}"] = value
     if not _ANNOTATION_SET.isdisjoint(annotations):
         for key in ANNOTATIONS:
             value = annotations.get(key)
@@ -370,7 +373,11 @@ def _owner(
     for ref in refs if isinstance(refs, list) else ():
         if not isinstance(ref, dict) or ref.get("controller") is not True:
             continue
-        kind, name, uid = (_string(ref.get(k)) for k in ("kind", "name", "uid"))
+        kind, name, uid = (
+            _string(ref.get("kind")),
+            _string(ref.get("name")),
+            _string(ref.get("uid")),
+        )
         semconv = _SEMCONV_OWNERS.get(kind)
         if semconv is None:
             into.update(zip(keys.owner, (kind, name, uid), strict=True))
@@ -397,7 +404,10 @@ def _node_id(labels: dict[str, str], annotations: dict[str, str]) -> str | None:
     It becomes part of metric names (`system/<id>/...`), so it is made of what label values
     hold and nothing else: letters, digits, `-`, `_` and `.`, never a `$` to escape.
     """
-    index = next((v for v in (labels.get(JOB_INDEX), annotations.get(JOB_INDEX)) if _digits(v)), "")
+    index = labels.get(JOB_INDEX)
+    if not _digits(index):
+        index = annotations.get(JOB_INDEX)
+        index = index if _digits(index) else ""
     kind, replica = labels.get(REPLICA_TYPE), labels.get(REPLICA_INDEX)
     found: str | None = None
     if labels.get(TRAINING_JOB) and (kind or labels.get(JOB_ROLE)):
