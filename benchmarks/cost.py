@@ -118,27 +118,27 @@ def measure(server: Server, work: Path, mix: list[bytes], requests: int) -> Cost
     client.post(WARM_UP)  # every path and cache of the handler run once first
     pid = str(server.proc.pid)
     found = []
-    for count in (requests, 2 * requests):
+    for number, count in enumerate((requests, 2 * requests), start=1):
         _control("--zero", pid)
         client.post(count)
         _control("--dump", pid)
-        found.append(summary(_newest_dump(work, pid).read_text()))
+        found.append(summary(_dump(work, pid, number).read_text()))
     return Cost.of(difference(*found), requests)
 
 
 def _control(flag: str, pid: str) -> None:
-    # callgrind_control returns once the running program has carried the command out.
     subprocess.run(["callgrind_control", flag, pid], check=True, capture_output=True)
 
 
-def _newest_dump(work: Path, pid: str) -> Path:
-    deadline = time.monotonic() + 30
+def _dump(work: Path, pid: str, number: int) -> Path:
+    """The process's `number`th dump (callgrind numbers them from 1), once written whole."""
+    path = work / f"callgrind.{pid}.{number}"
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        dumps = sorted(work.glob(f"callgrind.{pid}.*"), key=lambda p: int(p.suffix[1:]))
-        if dumps and "\ntotals:" in (text := dumps[-1].read_text()) and "summary:" in text:
-            return dumps[-1]
+        if path.exists() and "\ntotals:" in (text := path.read_text()) and "summary:" in text:
+            return path
         time.sleep(0.2)
-    raise RuntimeError(f"callgrind wrote no dump for {pid}")
+    raise RuntimeError(f"callgrind wrote no dump {number} for {pid}")
 
 
 def servers(args: argparse.Namespace, work: Path) -> Iterator[tuple[str, Path | None, str]]:
@@ -169,7 +169,20 @@ def main() -> None:
         f"batches of {args.requests} and {2 * args.requests} requests under callgrind, "
         "their difference"
     )
-    work = Path(tempfile.mkdtemp(prefix="mlflow-webhook-cost-"))
+    with tempfile.TemporaryDirectory(prefix="mlflow-webhook-cost-") as folder:
+        try:
+            costs = counted(args, Path(folder))
+        except RuntimeError:
+            # The folder goes with the run: what the servers said goes to the screen first.
+            log = Path(folder) / "servers.log"
+            if log.exists():
+                sys.stderr.write(log.read_text(errors="replace")[-4000:])
+            raise
+    report(costs)
+
+
+def counted(args: argparse.Namespace, work: Path) -> dict[str, Cost]:
+    """Each server's cost, counted in turn; its dumps (a few MB each) in `work`."""
     ensure_self_signed(work, list(LOCAL_NAMES), list(LOCAL_IPS))
     mix = [path.read_bytes() for path in bodies.write(work)]
     under = (
@@ -195,7 +208,7 @@ def main() -> None:
         finally:
             server.stop()
         print(f"  {label:10} {costs[label].instructions:>12,.0f} instructions a request")
-    report(costs)
+    return costs
 
 
 def report(costs: dict[str, Cost]) -> None:
