@@ -33,6 +33,8 @@ def test_the_pods_policy_writes_to_s3_only_with_direct_uploads(uploads: str) -> 
     listing = {"s3:prefix": ["artifacts/1/"]}
     assert evaluate([doc], "s3:ListBucket", "arn:aws:s3:::team-mlflow", listing).allowed
     assert not allowed(doc, "s3:DeleteObject")
+    # MLflow never asks where the bucket is: the end-to-end runs pass without it.
+    assert not allowed(doc, "s3:GetBucketLocation", "arn:aws:s3:::team-mlflow")
     assert allowed(doc, "sagemaker-mlflow:CreateRun", SERVER_ARN)
 
 

@@ -36,13 +36,16 @@ def server_trust() -> Document:
     )
 
 
-def s3_access(part: str, bucket: str, prefix: str, actions: list[str]) -> list[Document]:
-    """Object actions on the prefix, and listing the bucket within that prefix only."""
+def s3_access(
+    part: str, bucket: str, prefix: str, actions: list[str], locate: bool = False
+) -> list[Document]:
+    """Object actions on the prefix, and listing the bucket within that prefix only.
+    `locate`: s3:GetBucketLocation too."""
     objects = f"arn:{part}:s3:::{bucket}/{prefix}*" if prefix else f"arn:{part}:s3:::{bucket}/*"
     listing: Document = {
         "Sid": "ListArtifactPrefix",
         "Effect": "Allow",
-        "Action": ["s3:ListBucket", "s3:GetBucketLocation"],
+        "Action": ["s3:ListBucket", "s3:GetBucketLocation"] if locate else ["s3:ListBucket"],
         "Resource": f"arn:{part}:s3:::{bucket}",
     }
     if prefix:
@@ -54,9 +57,10 @@ def s3_access(part: str, bucket: str, prefix: str, actions: list[str]) -> list[D
 
 
 def server_access(part: str, bucket: str, prefix: str) -> Document:
-    return document(
-        *s3_access(part, bucket, prefix, ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"])
-    )
+    # The tracking server runs SageMaker's code, for which AWS suggests AmazonS3FullAccess and
+    # which no test here can read: it keeps s3:GetBucketLocation in case it asks.
+    objects = ["s3:GetObject", "s3:PutObject", "s3:DeleteObject"]
+    return document(*s3_access(part, bucket, prefix, objects, locate=True))
 
 
 def pod_access(
@@ -81,6 +85,8 @@ def pod_access(
     Reference, https://docs.aws.amazon.com/service-authorization/latest/reference/).
     """
     mlflow = kinds.of_arn(tracking_arn).pod_statement(tracking_arn)
+    # No s3:GetBucketLocation: MLflow's S3 repository lists the prefix and reads and writes
+    # objects with the region it is given, and never asks where the bucket is.
     objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
     statements = [mlflow, *s3_access(part, bucket, prefix, objects)]
     if assume_role_arn:
@@ -122,14 +128,8 @@ def central_role(
     # never call it.
     mlflow = pod_access(part, tracking_arn, bucket, prefix)["Statement"][0]
     objects = ["s3:GetObject"] if uploads == "presigned" else ["s3:GetObject", "s3:PutObject"]
-    # Not s3:GetBucketLocation: MLflow's S3 repository lists the prefix and reads and writes
-    # objects, and never asks where the bucket is.
     bucket_statements = [
-        {
-            **statement,
-            "Principal": {"AWS": pod_role_arn},
-            "Action": [a for a in statement["Action"] if a != "s3:GetBucketLocation"],
-        }
+        {**statement, "Principal": {"AWS": pod_role_arn}}
         for statement in s3_access(part, bucket, prefix, objects)
     ]
     return {
