@@ -288,9 +288,9 @@ def checkout(rev: str) -> Iterator[Path]:
     """The source tree at `rev`, in a folder of its own while the block runs. `WORKING_TREE`:
     this checkout's tracked files as they are now, uncommitted changes included.
 
-    Both sides of `--against` run from such a folder: from the checkout itself, the same code
-    took about 2% more instructions (another path on sys.path, other file names), as much as
-    the changes it measures."""
+    Both sides of `--against` run from such a folder: run from the checkout itself, the same
+    code counted 1-2% apart from a copy under `benchmarks.cost`, as much as the changes it
+    measures."""
     if rev == WORKING_TREE:
         stash = subprocess.run(
             ["git", "stash", "create"], cwd=HERE.parent, capture_output=True, text=True
